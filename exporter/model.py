@@ -1,0 +1,125 @@
+"""Plain values shared by the socket side, the session side and correlation.
+
+Everything here is immutable: a collection produces new values, it never edits old ones.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Endpoint:
+    """An IP address (normalised: IPv4-mapped IPv6 becomes IPv4) and a TCP port."""
+
+    ip: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+
+
+class TcpState(enum.IntEnum):
+    """Linux TCP states, numbered as in include/net/tcp_states.h."""
+
+    ESTABLISHED = 1
+    SYN_SENT = 2
+    SYN_RECV = 3
+    FIN_WAIT1 = 4
+    FIN_WAIT2 = 5
+    TIME_WAIT = 6
+    CLOSE = 7
+    CLOSE_WAIT = 8
+    LAST_ACK = 9
+    LISTEN = 10
+    CLOSING = 11
+    NEW_SYN_RECV = 12
+
+
+@dataclass(frozen=True, slots=True)
+class Socket:
+    """A local TCP socket whose remote end is a watched database address."""
+
+    local: Endpoint
+    remote: Endpoint
+    state: TcpState
+    inode: int
+    uid: int
+    # Client-side silence, min(tcpi_last_data_sent, tcpi_last_data_recv), in seconds.
+    # None where the source has no tcp_info (/proc/net/tcp fallback).
+    idle_seconds: float | None = None
+    # True when the kernel's keepalive timer is armed for this socket.
+    keepalive: bool = False
+    pid: int | None = None
+    process: str = "unknown"
+    # True when the socket has left the kernel's TCP tables while its owner still holds
+    # the file descriptor (the server reset the connection).
+    gone: bool = False
+
+
+class SessionCommand(enum.Enum):
+    SLEEP = "Sleep"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A server-side connection: one processlist row, without the query text."""
+
+    id: int
+    # Client address as the server reports it. ip may be a hostname or "localhost" when
+    # the server resolves names; None for sessions over a unix socket or named pipe.
+    client: Endpoint | None
+    user: str
+    db: str | None
+    command: str
+    idle_seconds: float
+    # The session's own wait_timeout when the server exposes it (MySQL 8
+    # performance_schema.variables_by_thread); None means "use the global value".
+    wait_timeout: float | None = None
+
+    @property
+    def sleeping(self) -> bool:
+        return self.command == "Sleep"
+
+
+class Flavor(enum.Enum):
+    MARIADB = "mariadb"
+    MYSQL = "mysql"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerView:
+    """What one read of one target's server said (or why it could not say anything)."""
+
+    target: str
+    ok: bool
+    error: str | None = None
+    flavor: Flavor | None = None
+    version: str = ""
+    source: str = ""  # e.g. "information_schema", "performance_schema"
+    wait_timeout: float | None = None
+    interactive_timeout: float | None = None
+    sessions: tuple[Session, ...] = ()
+    # The exporter's own session ids: never counted.
+    own_session_ids: frozenset[int] = frozenset()
+    # False when the user lacks PROCESS and so sees only its own sessions.
+    full_view: bool = True
+    per_session_timeouts: bool = False
+    # Monotonic clock time at which the read completed.
+    read_at: float = 0.0
+    # Seconds each phase of the read took ("connect", "variables", "processlist").
+    durations: dict[str, float] = field(default_factory=dict)
+
+
+class State(enum.Enum):
+    ACTIVE = "active"
+    IDLE = "idle"
+    AT_RISK = "at_risk"
+    DROPPED = "dropped"
+    PHANTOM = "phantom"
+    UNMATCHED = "unmatched"
+
+
+ALL_STATES: tuple[State, ...] = tuple(State)
