@@ -102,8 +102,9 @@ class ServerView:
     wait_timeout: float | None = None
     interactive_timeout: float | None = None
     sessions: tuple[Session, ...] = ()
-    # The exporter's own session ids: never counted.
+    # The exporter's own session ids and its own client endpoints: never counted.
     own_session_ids: frozenset[int] = frozenset()
+    own_client_endpoints: frozenset[Endpoint] = frozenset()
     # False when the user lacks PROCESS and so sees only its own sessions.
     full_view: bool = True
     per_session_timeouts: bool = False
