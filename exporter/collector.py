@@ -1,0 +1,313 @@
+"""Renders a collection snapshot as Prometheus metric families. It computes nothing new."""
+
+from __future__ import annotations
+
+import math
+import platform
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+from exporter.correlate import Classified, TargetSnapshot
+from exporter.model import ALL_STATES, State
+
+IDLE_BUCKETS: tuple[float, ...] = (
+    1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetCounters:
+    """Monotonic per-target counts kept by the engine."""
+
+    reads: int = 0
+    read_errors: int = 0
+    queries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything one collection produced: what a scrape renders."""
+
+    targets: tuple[TargetSnapshot, ...]
+    # Per target, seconds per phase ("sockets", "owners", "server", "correlate", "total").
+    durations: dict[str, dict[str, float]] = field(default_factory=dict)
+    counters: dict[str, TargetCounters] = field(default_factory=dict)
+    collections: int = 0
+    top_sessions: int = 20
+
+    def only(self, target: str) -> Snapshot:
+        return Snapshot(
+            targets=tuple(t for t in self.targets if t.target == target),
+            durations={k: v for k, v in self.durations.items() if k == target},
+            counters={k: v for k, v in self.counters.items() if k == target},
+            collections=self.collections,
+            top_sessions=self.top_sessions,
+        )
+
+
+def histogram_buckets(values: Iterable[float]) -> tuple[list[tuple[str, float]], float]:
+    """Cumulative buckets (with +Inf) and the sum, for values that are a current distribution."""
+    ordered = sorted(values)
+    buckets: list[tuple[str, float]] = []
+    position = 0
+    for bound in IDLE_BUCKETS:
+        while position < len(ordered) and ordered[position] <= bound:
+            position += 1
+        buckets.append((_bound_text(bound), float(position)))
+    buckets.append(("+Inf", float(len(ordered))))
+    return buckets, float(math.fsum(ordered))
+
+
+def _bound_text(bound: float) -> str:
+    return str(float(bound))
+
+
+def _process_of(item: Classified) -> str:
+    return item.socket.process
+
+
+class SnapshotCollector(Collector):
+    """A prometheus_client collector over one immutable snapshot."""
+
+    def __init__(self, snapshot: Snapshot, *, include_build_info: bool = True) -> None:
+        self._snapshot = snapshot
+        self._include_build_info = include_build_info
+
+    def collect(self) -> Iterator[Metric]:
+        targets = self._snapshot.targets
+        yield from self._up(targets)
+        yield from self._server(targets)
+        yield from self._sessions(targets)
+        yield from self._headroom(targets)
+        yield from self._histograms(targets)
+        yield from self._drops(targets)
+        yield from self._self_metrics(targets)
+
+    def _up(self, targets: Sequence[TargetSnapshot]) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "mysql_idle_up", "1 if the last server-side read succeeded.", labels=["target"]
+        )
+        for t in targets:
+            up.add_metric([t.target], 1.0 if t.server is not None and t.server.ok else 0.0)
+        yield up
+
+    def _server(self, targets: Sequence[TargetSnapshot]) -> Iterator[Metric]:
+        timeouts = GaugeMetricFamily(
+            "mysql_idle_wait_timeout_seconds",
+            "The server's global wait_timeout and interactive_timeout.",
+            labels=["target", "scope"],
+        )
+        info = GaugeMetricFamily(
+            "mysql_idle_server_info",
+            "Server flavor, version and the processlist source in use.",
+            labels=["target", "flavor", "version", "source"],
+        )
+        full = GaugeMetricFamily(
+            "mysql_idle_full_processlist",
+            "1 when the exporter sees every session (PROCESS), 0 for its own sessions only.",
+            labels=["target"],
+        )
+        per_session = GaugeMetricFamily(
+            "mysql_idle_per_session_timeouts",
+            "1 when each session's own wait_timeout is read, 0 when the global one is assumed.",
+            labels=["target"],
+        )
+        working = GaugeMetricFamily(
+            "mysql_idle_correlation_working",
+            "1 when sockets of this target match server sessions (phantoms need this).",
+            labels=["target"],
+        )
+        threshold = GaugeMetricFamily(
+            "mysql_idle_headroom_threshold_seconds",
+            "Sessions with headroom at or below this are at_risk (--risk.headroom).",
+            labels=["target"],
+        )
+        network = GaugeMetricFamily(
+            "mysql_idle_network_idle_timeout_seconds",
+            "The configured idle limit of the network path (--network.idle-timeout).",
+            labels=["target"],
+        )
+        age = GaugeMetricFamily(
+            "mysql_idle_server_read_age_seconds",
+            "Age of the server-side facts used by the last collection.",
+            labels=["target"],
+        )
+        for t in targets:
+            server = t.server
+            threshold.add_metric([t.target], t.settings.risk_headroom)
+            if t.settings.network_idle_timeout is not None:
+                network.add_metric([t.target], t.settings.network_idle_timeout)
+            working.add_metric([t.target], 1.0 if t.correlation_working else 0.0)
+            if server is None or not server.ok:
+                continue
+            if server.wait_timeout is not None:
+                timeouts.add_metric([t.target, "global"], server.wait_timeout)
+            if server.interactive_timeout is not None:
+                timeouts.add_metric([t.target, "interactive"], server.interactive_timeout)
+            flavor = server.flavor.value if server.flavor is not None else "unknown"
+            info.add_metric([t.target, flavor, server.version, server.source], 1.0)
+            full.add_metric([t.target], 1.0 if server.full_view else 0.0)
+            per_session.add_metric([t.target], 1.0 if server.per_session_timeouts else 0.0)
+            if t.server_age_seconds is not None:
+                age.add_metric([t.target], t.server_age_seconds)
+        yield from (timeouts, info, full, per_session, working, threshold, network, age)
+
+    def _sessions(self, targets: Sequence[TargetSnapshot]) -> Iterator[Metric]:
+        sessions = GaugeMetricFamily(
+            "mysql_idle_sessions",
+            "Sockets and sessions by state and owning process.",
+            labels=["target", "state", "process"],
+        )
+        keepalive = GaugeMetricFamily(
+            "mysql_idle_sockets_keepalive",
+            "Sockets with the kernel's TCP keepalive timer armed.",
+            labels=["target", "process"],
+        )
+        for t in targets:
+            counts: dict[str, dict[State, int]] = defaultdict(lambda: dict.fromkeys(ALL_STATES, 0))
+            armed: dict[str, int] = defaultdict(int)
+            for item in t.items:
+                counts[_process_of(item)][item.state] += 1
+                armed[_process_of(item)] += 1 if item.socket.keepalive else 0
+            for process in sorted(counts):
+                for state in ALL_STATES:
+                    sessions.add_metric(
+                        [t.target, state.value, process], float(counts[process][state])
+                    )
+                keepalive.add_metric([t.target, process], float(armed[process]))
+        yield sessions
+        yield keepalive
+
+    def _headroom(self, targets: Sequence[TargetSnapshot]) -> Iterator[Metric]:
+        minimum = GaugeMetricFamily(
+            "mysql_idle_min_headroom_seconds",
+            "Smallest headroom (timeout minus idle) among a process's idle sessions.",
+            labels=["target", "process"],
+        )
+        per_session = GaugeMetricFamily(
+            "mysql_idle_session_headroom_seconds",
+            "Headroom of the riskiest idle sessions (at most --sessions.top series).",
+            labels=["target", "process", "pid", "session_id", "user", "db"],
+        )
+        for t in targets:
+            idle = [
+                item
+                for item in t.items
+                if item.state in (State.IDLE, State.AT_RISK) and item.headroom_seconds is not None
+            ]
+            smallest: dict[str, float] = {}
+            for item in idle:
+                assert item.headroom_seconds is not None
+                process = _process_of(item)
+                smallest[process] = min(smallest.get(process, math.inf), item.headroom_seconds)
+            for process in sorted(smallest):
+                minimum.add_metric([t.target, process], smallest[process])
+            riskiest = sorted(
+                idle, key=lambda item: (item.headroom_seconds, item.socket.local)
+            )[: self._snapshot.top_sessions]
+            for item in riskiest:
+                assert item.session is not None and item.headroom_seconds is not None
+                per_session.add_metric(
+                    [
+                        t.target,
+                        _process_of(item),
+                        "" if item.socket.pid is None else str(item.socket.pid),
+                        str(item.session.id),
+                        item.session.user,
+                        item.session.db or "",
+                    ],
+                    item.headroom_seconds,
+                )
+        yield minimum
+        yield per_session
+
+    def _histograms(self, targets: Sequence[TargetSnapshot]) -> Iterator[Metric]:
+        server_idle = HistogramMetricFamily(
+            "mysql_idle_session_idle_seconds",
+            "Idle seconds of matched idle sessions (the current distribution, not cumulative).",
+            labels=["target", "process"],
+        )
+        client_idle = HistogramMetricFamily(
+            "mysql_idle_client_idle_seconds",
+            "Client-side silence per socket from tcp_info (the current distribution).",
+            labels=["target", "process"],
+        )
+        for t in targets:
+            server_values: dict[str, list[float]] = defaultdict(list)
+            client_values: dict[str, list[float]] = defaultdict(list)
+            for item in t.items:
+                process = _process_of(item)
+                client_values.setdefault(process, [])
+                if item.socket.idle_seconds is not None:
+                    client_values[process].append(item.socket.idle_seconds)
+                if item.state in (State.IDLE, State.AT_RISK) and item.idle_seconds is not None:
+                    server_values[process].append(item.idle_seconds)
+            for process, values in sorted(server_values.items()):
+                buckets, total = histogram_buckets(values)
+                server_idle.add_metric([t.target, process], buckets, total)
+            for process, values in sorted(client_values.items()):
+                buckets, total = histogram_buckets(values)
+                client_idle.add_metric([t.target, process], buckets, total)
+        yield server_idle
+        yield client_idle
+
+    def _drops(self, targets: Sequence[TargetSnapshot]) -> Iterator[Metric]:
+        drops = CounterMetricFamily(
+            "mysql_idle_sessions_dropped",
+            "Sessions seen to die idle (became dropped, or vanished after their timeout).",
+            labels=["target", "process"],
+        )
+        for t in targets:
+            for process, total in sorted(t.dropped_totals.items()):
+                drops.add_metric([t.target, process], float(total))
+        yield drops
+
+    def _self_metrics(self, targets: Sequence[TargetSnapshot]) -> Iterator[Metric]:
+        durations = GaugeMetricFamily(
+            "mysql_idle_scrape_duration_seconds",
+            "Seconds spent per phase of the last collection.",
+            labels=["target", "phase"],
+        )
+        for target, phases in sorted(self._snapshot.durations.items()):
+            for phase, seconds in sorted(phases.items()):
+                durations.add_metric([target, phase], seconds)
+        yield durations
+        reads = CounterMetricFamily(
+            "mysql_idle_server_reads", "Server-side reads attempted.", labels=["target"]
+        )
+        errors = CounterMetricFamily(
+            "mysql_idle_server_read_errors", "Server-side reads that failed.", labels=["target"]
+        )
+        queries = CounterMetricFamily(
+            "mysql_idle_server_queries",
+            "SQL statements sent to the server.",
+            labels=["target"],
+        )
+        for target, counters in sorted(self._snapshot.counters.items()):
+            reads.add_metric([target], float(counters.reads))
+            errors.add_metric([target], float(counters.read_errors))
+            queries.add_metric([target], float(counters.queries))
+        yield from (reads, errors, queries)
+        collections = CounterMetricFamily(
+            "mysql_idle_collections", "Collections run (concurrent scrapes share one)."
+        )
+        collections.add_metric([], float(self._snapshot.collections))
+        yield collections
+        if self._include_build_info:
+            build = GaugeMetricFamily(
+                "mysql_idle_build_info",
+                "Build information.",
+                labels=["version", "python_version"],
+            )
+            build.add_metric([__version__, platform.python_version()], 1.0)
+            yield build

@@ -1,0 +1,282 @@
+"""Command line: flags in the exporter style, validated into one immutable Config."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+from exporter import __version__
+from exporter.addresses import AddressError, parse_host_port
+
+PASSWORD_ENV = "MYSQL_IDLE_EXPORTER_PASSWORD"  # noqa: S105 (a variable name)
+DEFAULT_LISTEN = ":9864"
+DEFAULT_TARGET = "127.0.0.1:3306"
+
+
+class UsageError(Exception):
+    """Bad flags or configuration: the CLI prints the message on one line and exits 2."""
+
+
+@dataclass(frozen=True, slots=True)
+class TargetAddress:
+    name: str  # as given: the `target` label
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    targets: tuple[TargetAddress, ...]
+    user: str | None
+    my_cnf: str | None
+    listen_host: str
+    listen_port: int
+    telemetry_path: str
+    web_config_file: str | None
+    scrape_timeout: float
+    timeout_offset: float
+    risk_headroom: float
+    network_idle_timeout: float | None
+    sessions_top: int
+    server_interval: float
+    server_source: str
+    sockets_source: str
+    proc_path: str
+    log_level: str
+    log_format: str
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _seconds(text: str) -> float:
+    """Seconds as a number, optionally with a unit: 30, 1.5, 30s, 5m, 1h."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    value = text.strip()
+    factor = 1.0
+    for suffix in ("ms", "s", "m", "h"):
+        if value.endswith(suffix):
+            value, factor = value[: -len(suffix)], units[suffix]
+            break
+    try:
+        seconds = float(value) * factor
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration (examples: 30, 30s, 5m)"
+        ) from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite, non-negative duration")
+    return seconds
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="mysql-idle-exporter",
+        description=(
+            "Prometheus exporter that warns before MySQL/MariaDB drops an idle client session "
+            "(wait_timeout, or a middlebox forgetting the flow) and finds dead sessions that are "
+            "still held. Run it beside the application. The password comes from the "
+            f"environment variable {PASSWORD_ENV} or from --config.my-cnf, never from flags. "
+            "Subcommand: 'mysql-idle-exporter demo' runs a self-contained demonstration."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    db = parser.add_argument_group("database")
+    db.add_argument(
+        "--mysql.address",
+        dest="addresses",
+        action="append",
+        metavar="HOST:PORT",
+        help=f"a server to watch; repeat for several (default {DEFAULT_TARGET}). "
+        "The target label is the address as given.",
+    )
+    db.add_argument("--mysql.user", dest="user", metavar="USER", help="user to log in as "
+                    "(default: the user in --config.my-cnf)")
+    db.add_argument(
+        "--config.my-cnf",
+        dest="my_cnf",
+        metavar="PATH",
+        help="my.cnf file whose [client] section gives user, password and ssl-* options",
+    )
+    db.add_argument(
+        "--server.interval",
+        dest="server_interval",
+        type=_seconds,
+        default=30.0,
+        metavar="DURATION",
+        help="read the server at most this often; between reads idle time comes from the "
+        "kernel, and a new connection forces a read (default 30s)",
+    )
+    db.add_argument(
+        "--server.source",
+        dest="server_source",
+        choices=("auto", "information_schema", "performance_schema"),
+        default="auto",
+        help="where to read sessions (default auto: performance_schema when enabled)",
+    )
+    risk = parser.add_argument_group("risk")
+    risk.add_argument(
+        "--risk.headroom",
+        dest="risk_headroom",
+        type=_seconds,
+        default=300.0,
+        metavar="DURATION",
+        help="a session with this much headroom or less is at_risk (default 300s)",
+    )
+    risk.add_argument(
+        "--network.idle-timeout",
+        dest="network_idle_timeout",
+        type=_seconds,
+        default=None,
+        metavar="DURATION",
+        help="idle limit of a NAT, load balancer or firewall on the path, if any "
+        "(AWS NLB 350s, Azure LB 4m, GCP Cloud NAT 20m)",
+    )
+    risk.add_argument(
+        "--sessions.top",
+        dest="sessions_top",
+        type=_positive_int,
+        default=20,
+        metavar="N",
+        help="export per-session headroom for at most the N riskiest sessions (default 20)",
+    )
+    web = parser.add_argument_group("web")
+    web.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default=DEFAULT_LISTEN,
+        metavar="[HOST]:PORT",
+        help=f"address to serve metrics on (default {DEFAULT_LISTEN})",
+    )
+    web.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default="/metrics",
+        metavar="PATH",
+        help="path of the metrics (default /metrics)",
+    )
+    web.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="PATH",
+        help="TLS and basic auth, in the Prometheus exporter-toolkit web config format",
+    )
+    web.add_argument(
+        "--web.scrape-timeout",
+        dest="scrape_timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="DURATION",
+        help="time a scrape may take when Prometheus sends no timeout header (default 10s)",
+    )
+    web.add_argument(
+        "--web.timeout-offset",
+        dest="timeout_offset",
+        type=_seconds,
+        default=0.5,
+        metavar="DURATION",
+        help="kept back from Prometheus's scrape timeout so the answer arrives in time "
+        "(default 0.5s)",
+    )
+    host = parser.add_argument_group("host")
+    host.add_argument(
+        "--sockets.source",
+        dest="sockets_source",
+        choices=("auto", "netlink", "proc"),
+        default="auto",
+        help="how to list sockets: netlink sock_diag, /proc/net/tcp, or auto (netlink, "
+        "falling back to /proc)",
+    )
+    host.add_argument(
+        "--path.procfs",
+        dest="proc_path",
+        default="/proc",
+        metavar="PATH",
+        help="procfs mount point, for owners of sockets (default /proc)",
+    )
+    logs = parser.add_argument_group("logging")
+    logs.add_argument(
+        "--log.level",
+        dest="log_level",
+        choices=("debug", "info", "warn", "error"),
+        default="info",
+    )
+    logs.add_argument("--log.format", dest="log_format", choices=("logfmt", "json"),
+                      default="logfmt")
+    return parser
+
+
+def parse_config(argv: Sequence[str]) -> Config:
+    """Parse and validate flags; every problem raises UsageError with a one-line message."""
+    for arg in argv:
+        if arg.split("=", 1)[0] in ("--mysql.password", "--password", "-p"):
+            raise UsageError(
+                f"passwords are not accepted on the command line: set {PASSWORD_ENV} "
+                "or use --config.my-cnf"
+            )
+    args = build_parser().parse_args(list(argv))
+    targets = []
+    seen: set[str] = set()
+    for address in args.addresses or [DEFAULT_TARGET]:
+        try:
+            host, port = parse_host_port(address)
+        except AddressError as error:
+            raise UsageError(f"--mysql.address: {error}") from None
+        if address in seen:
+            raise UsageError(f"--mysql.address {address} is given twice")
+        seen.add(address)
+        targets.append(TargetAddress(address, host or "127.0.0.1", port))
+    try:
+        listen_host, listen_port = parse_host_port(args.listen_address)
+    except AddressError as error:
+        raise UsageError(f"--web.listen-address: {error}") from None
+    path = args.telemetry_path
+    if not path.startswith("/") or path in ("/healthz", "/probe"):
+        raise UsageError(
+            f"--web.telemetry-path must start with '/' and not be /healthz or /probe: {path!r}"
+        )
+    if args.scrape_timeout <= 0:
+        raise UsageError("--web.scrape-timeout must be more than 0")
+    if args.network_idle_timeout == 0:
+        raise UsageError("--network.idle-timeout must be more than 0 (leave it out for none)")
+    return Config(
+        targets=tuple(targets),
+        user=args.user,
+        my_cnf=args.my_cnf,
+        listen_host=listen_host,
+        listen_port=listen_port,
+        telemetry_path=path,
+        web_config_file=args.web_config_file,
+        scrape_timeout=args.scrape_timeout,
+        timeout_offset=args.timeout_offset,
+        risk_headroom=args.risk_headroom,
+        network_idle_timeout=args.network_idle_timeout,
+        sessions_top=args.sessions_top,
+        server_interval=args.server_interval,
+        server_source=args.server_source,
+        sockets_source=args.sockets_source,
+        proc_path=args.proc_path,
+        log_level=args.log_level,
+        log_format=args.log_format,
+    )
+
+
+def fail(message: str) -> NoReturn:
+    print(f"mysql-idle-exporter: error: {message}", file=sys.stderr)
+    raise SystemExit(2)

@@ -1,0 +1,263 @@
+"""Runs collections: reads both sides, correlates, and shares one in-flight collection
+between concurrent scrapes. The only place that holds state between collections."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import socket as socketlib
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from exporter.addresses import normalise_ip
+from exporter.collector import Snapshot, TargetCounters
+from exporter.correlate import (
+    ConnectionKey,
+    Memory,
+    Settings,
+    TargetSnapshot,
+    connection_key,
+    correlate,
+    needs_fresh_read,
+)
+from exporter.model import Endpoint, ServerView, Socket, TcpState
+
+log = logging.getLogger(__name__)
+
+# Time kept back from the scrape deadline for correlating and rendering.
+RENDER_MARGIN_SECONDS = 0.2
+
+
+class SocketReadingLike(Protocol):
+    @property
+    def sockets(self) -> tuple[Socket, ...]: ...
+
+    @property
+    def durations(self) -> dict[str, float]: ...
+
+
+class SocketSource(Protocol):
+    def read(self) -> SocketReadingLike: ...
+
+
+class SessionSource(Protocol):
+    queries_sent: int
+
+    def read(self, client_ips: frozenset[str] | None, timeout: float) -> ServerView: ...
+
+    def close(self) -> None: ...
+
+
+Resolver = Callable[[str], frozenset[str]]
+
+
+def resolve_host(host: str) -> frozenset[str]:
+    """IP addresses of a host name (or the address itself), normalised."""
+    if not host:
+        return frozenset({"127.0.0.1", "::1"})
+    infos = socketlib.getaddrinfo(host, None, proto=socketlib.IPPROTO_TCP)
+    return frozenset(normalise_ip(str(info[4][0])) for info in infos)
+
+
+@dataclass
+class WatchedTarget:
+    """One --mysql.address: where it is, how to read it, and what is remembered of it."""
+
+    name: str
+    host: str
+    port: int
+    sessions: SessionSource
+    resolver: Resolver = resolve_host
+    resolve_every: float = 60.0
+    ips: frozenset[str] = frozenset()
+    resolved_at: float | None = None
+    last_view: ServerView | None = None
+    known_at_read: frozenset[ConnectionKey] = frozenset()
+    memory: Memory = field(default_factory=Memory)
+    own_endpoints: deque[Endpoint] = field(default_factory=lambda: deque(maxlen=32))
+    counters: TargetCounters = field(default_factory=TargetCounters)
+
+    def refresh_addresses(self, now: float) -> None:
+        if self.resolved_at is not None and now - self.resolved_at < self.resolve_every:
+            return
+        try:
+            self.ips = self.resolver(self.host)
+        except OSError as error:
+            log.warning("cannot resolve %s: %s", self.host, error)
+        self.resolved_at = now
+
+    def owns(self, sock: Socket) -> bool:
+        return sock.remote.port == self.port and sock.remote.ip in self.ips
+
+
+class Engine:
+    def __init__(
+        self,
+        targets: Sequence[WatchedTarget],
+        sockets: SocketSource,
+        settings: Settings,
+        *,
+        server_interval: float = 30.0,
+        top_sessions: int = 20,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._targets = list(targets)
+        self._sockets = sockets
+        self._settings = settings
+        self._interval = server_interval
+        self._top = top_sessions
+        self._clock = clock
+        self._pool = ThreadPoolExecutor(
+            max_workers=len(self._targets) + 2, thread_name_prefix="collect"
+        )
+        self._inflight: asyncio.Future[Snapshot] | None = None
+        self._last: Snapshot | None = None
+        self._collections = 0
+
+    @property
+    def target_names(self) -> list[str]:
+        return [t.name for t in self._targets]
+
+    @property
+    def last_snapshot(self) -> Snapshot | None:
+        return self._last
+
+    async def collect(self, timeout: float) -> Snapshot:
+        """A fresh snapshot, shared with every scrape that arrives while it is being made.
+
+        Answers within `timeout` seconds: a collection that is not done by then is left to
+        finish in the background and this scrape gets the last snapshot with its targets down.
+        """
+        if self._inflight is None or self._inflight.done():
+            deadline = self._clock() + timeout
+            self._inflight = asyncio.ensure_future(self._collect(deadline))
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._inflight), timeout)
+        except TimeoutError:
+            return self._timed_out_snapshot()
+
+    def close(self) -> None:
+        for target in self._targets:
+            target.sessions.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _collect(self, deadline: float) -> Snapshot:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        reading = await loop.run_in_executor(self._pool, self._sockets.read)
+        sockets_seconds = time.perf_counter() - started
+        results = await asyncio.gather(
+            *(self._collect_target(t, reading.sockets, deadline) for t in self._targets)
+        )
+        self._collections += 1
+        durations: dict[str, dict[str, float]] = {}
+        total = time.perf_counter() - started
+        for target, (_, phases) in zip(self._targets, results, strict=True):
+            durations[target.name] = {
+                "sockets": reading.durations.get("sockets", sockets_seconds),
+                "owners": reading.durations.get("owners", 0.0),
+                **phases,
+                "total": total,
+            }
+        snapshot = Snapshot(
+            targets=tuple(snap for snap, _ in results),
+            durations=durations,
+            counters={t.name: t.counters for t in self._targets},
+            collections=self._collections,
+            top_sessions=self._top,
+        )
+        self._last = snapshot
+        return snapshot
+
+    async def _collect_target(
+        self, target: WatchedTarget, all_sockets: Sequence[Socket], deadline: float
+    ) -> tuple[TargetSnapshot, dict[str, float]]:
+        loop = asyncio.get_running_loop()
+        now = self._clock()
+        if not target.ips:
+            await loop.run_in_executor(self._pool, target.refresh_addresses, now)
+        else:
+            # Names are re-resolved in the background; until then the old addresses hold.
+            loop.run_in_executor(self._pool, target.refresh_addresses, now)
+        own = set(target.own_endpoints)
+        sockets = [s for s in all_sockets if target.owns(s) and s.local not in own]
+        server_seconds = 0.0
+        reason = needs_fresh_read(
+            sockets, target.last_view, target.known_at_read, now, self._interval, self._settings
+        )
+        if reason is not None:
+            view, server_seconds = await self._read_server(target, sockets, deadline)
+            target.last_view = view
+            if view.ok:
+                target.known_at_read = frozenset(
+                    connection_key(s)
+                    for s in sockets
+                    if s.state is TcpState.ESTABLISHED and not s.gone
+                )
+                new_own = view.own_client_endpoints - own
+                if new_own:
+                    target.own_endpoints.extend(new_own)
+                    sockets = [s for s in sockets if s.local not in new_own]
+        started = time.perf_counter()
+        snapshot, target.memory = correlate(
+            target.name, sockets, target.last_view, self._settings, target.memory, self._clock()
+        )
+        return snapshot, {"server": server_seconds, "correlate": time.perf_counter() - started}
+
+    async def _read_server(
+        self, target: WatchedTarget, sockets: Sequence[Socket], deadline: float
+    ) -> tuple[ServerView, float]:
+        loop = asyncio.get_running_loop()
+        client_ips = frozenset(s.local.ip for s in sockets)
+        budget = deadline - self._clock() - RENDER_MARGIN_SECONDS
+        started = time.perf_counter()
+        before = target.sessions.queries_sent
+        if budget <= 0:
+            view = ServerView(target=target.name, ok=False, error="no time left for the server")
+        else:
+            call = loop.run_in_executor(
+                self._pool, target.sessions.read, client_ips, budget
+            )
+            try:
+                view = await asyncio.wait_for(call, budget + RENDER_MARGIN_SECONDS / 2)
+            except TimeoutError:
+                view = ServerView(target=target.name, ok=False, error="server read timed out")
+        elapsed = time.perf_counter() - started
+        target.counters = TargetCounters(
+            reads=target.counters.reads + 1,
+            read_errors=target.counters.read_errors + (0 if view.ok else 1),
+            queries=target.counters.queries + (target.sessions.queries_sent - before),
+        )
+        return view, elapsed
+
+    def _timed_out_snapshot(self) -> Snapshot:
+        if self._last is None:
+            return Snapshot(
+                targets=tuple(
+                    TargetSnapshot(
+                        target=t.name,
+                        server=None,
+                        items=(),
+                        correlation_working=t.memory.correlation_working,
+                        dropped_totals=t.memory.dropped_totals,
+                        server_age_seconds=None,
+                        settings=self._settings,
+                    )
+                    for t in self._targets
+                ),
+                collections=self._collections,
+                top_sessions=self._top,
+            )
+        down = tuple(
+            dataclasses.replace(
+                t,
+                server=ServerView(target=t.target, ok=False, error="collection timed out"),
+            )
+            for t in self._last.targets
+        )
+        return dataclasses.replace(self._last, targets=down)

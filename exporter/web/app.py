@@ -1,0 +1,179 @@
+"""The HTTP side: /metrics, /probe, /healthz and a landing page, served by aiohttp."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import html
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from exporter import __version__
+from exporter.collector import Snapshot, SnapshotCollector
+from exporter.engine import Engine
+from exporter.web.config import WebConfig
+
+log = logging.getLogger(__name__)
+
+SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
+ENGINE_KEY = web.AppKey("engine", Engine)
+
+
+@dataclass(frozen=True)
+class WebOptions:
+    telemetry_path: str = "/metrics"
+    # Used when Prometheus sends no timeout header (curl, other scrapers).
+    default_timeout: float = 10.0
+    # Kept back from Prometheus's own timeout so the answer arrives before it gives up.
+    timeout_offset: float = 0.5
+    config: WebConfig = field(default_factory=WebConfig)
+
+
+OPTIONS_KEY = web.AppKey("options", WebOptions)
+
+
+def scrape_timeout(header: str | None, options: WebOptions) -> float:
+    """Seconds this scrape may take: Prometheus's timeout less the offset, else the default."""
+    if header:
+        try:
+            value = float(header)
+        except ValueError:
+            value = 0.0
+        if value > 0:
+            return max(value - options.timeout_offset, 0.1)
+    return options.default_timeout
+
+
+def render(snapshot: Snapshot, accept: str | None) -> tuple[bytes, str]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE_KEY]
+    options = request.app[OPTIONS_KEY]
+    timeout = scrape_timeout(request.headers.get(SCRAPE_TIMEOUT_HEADER), options)
+    snapshot = await engine.collect(timeout)
+    body, content_type = render(snapshot, request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def _probe(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE_KEY]
+    options = request.app[OPTIONS_KEY]
+    target = request.query.get("target", "")
+    if not target:
+        return web.Response(status=400, text="the target parameter is missing\n")
+    if target not in engine.target_names:
+        # Only configured targets: /probe must never become a way to reach arbitrary hosts.
+        return web.Response(
+            status=400, text="unknown target: probe only addresses given by --mysql.address\n"
+        )
+    timeout = scrape_timeout(request.headers.get(SCRAPE_TIMEOUT_HEADER), options)
+    snapshot = (await engine.collect(timeout)).only(target)
+    body, content_type = render(snapshot, request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def _landing(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE_KEY]
+    options = request.app[OPTIONS_KEY]
+    path = html.escape(options.telemetry_path)
+    rows = []
+    last = engine.last_snapshot
+    states = {t.target: t for t in last.targets} if last is not None else {}
+    for name in engine.target_names:
+        snap = states.get(name)
+        if snap is None:
+            status = "not collected yet"
+        elif snap.server is not None and snap.server.ok:
+            status = f"up, {len(snap.items)} sockets"
+        else:
+            reason = snap.server.error if snap.server is not None else "no read yet"
+            status = f"down: {reason}"
+        quoted = html.escape(name)
+        rows.append(
+            f"<tr><td>{quoted}</td><td>{html.escape(status)}</td>"
+            f'<td><a href="probe?target={quoted}">probe</a></td></tr>'
+        )
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>mysql-idle-exporter</title></head>
+<body>
+<h1>mysql-idle-exporter {html.escape(__version__)}</h1>
+<p>Warns before MySQL/MariaDB drops an idle client session, and finds dead sessions still held.</p>
+<ul>
+<li><a href="{path.lstrip('/')}">{path}</a>: metrics for every target</li>
+<li><a href="healthz">/healthz</a>: liveness</li>
+</ul>
+<table border="1" cellpadding="4"><tr><th>target</th><th>last collection</th><th></th></tr>
+{''.join(rows)}
+</table>
+</body></html>
+"""
+    return web.Response(text=page, content_type="text/html")
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _auth_middleware(config: WebConfig) -> Middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        auth = config.basic_auth
+        # Probes from the kubelet carry no credentials and /healthz reveals nothing.
+        if auth is not None and request.path != "/healthz":
+            user, password = _credentials(request.headers.get("Authorization", ""))
+            if user is None or not auth.check(user, password):
+                return web.Response(
+                    status=401,
+                    text="Unauthorized\n",
+                    headers={"WWW-Authenticate": 'Basic realm="mysql-idle-exporter"'},
+                )
+        response = await handler(request)
+        for name, value in config.headers.items():
+            response.headers[name] = value
+        return response
+
+    return middleware
+
+
+def _credentials(header: str) -> tuple[str | None, str]:
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value:
+        return None, ""
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None, ""
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else (None, "")
+
+
+def build_app(engine: Engine, options: WebOptions) -> web.Application:
+    app = web.Application(middlewares=[_auth_middleware(options.config)])
+    app[ENGINE_KEY] = engine
+    app[OPTIONS_KEY] = options
+    app.router.add_get(options.telemetry_path, _metrics)
+    app.router.add_get("/probe", _probe)
+    app.router.add_get("/healthz", _healthz)
+    if options.telemetry_path != "/":
+        app.router.add_get("/", _landing)
+    return app

@@ -1,0 +1,186 @@
+"""--web.config.file: TLS and basic auth in the Prometheus exporter-toolkit format.
+
+https://github.com/prometheus/exporter-toolkit/blob/master/docs/web-configuration.md
+Only the parts that make sense for an aiohttp server are accepted; anything else is an
+error rather than silently ignored, so a user never believes a setting is active when it is not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import ssl
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import yaml
+
+
+class WebConfigError(ValueError):
+    """The web configuration file is unusable; the message says where and why."""
+
+
+_TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+_CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "RequestClientCert": ssl.CERT_OPTIONAL,
+    "RequireAnyClientCert": ssl.CERT_REQUIRED,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+_TLS_KEYS = {
+    "cert_file",
+    "key_file",
+    "client_auth_type",
+    "client_ca_file",
+    "min_version",
+    "max_version",
+    "cipher_suites",
+    "prefer_server_cipher_suites",
+    "curve_preferences",
+}
+_TOP_KEYS = {"tls_server_config", "basic_auth_users", "http_server_config"}
+_HTTP_KEYS = {"headers", "http2"}
+
+
+@dataclass(frozen=True)
+class BasicAuth:
+    """Users and bcrypt hashes; a verified (user, password) pair is cached as an HMAC so a
+    scrape every few seconds does not pay bcrypt's deliberate cost each time."""
+
+    users: Mapping[str, bytes]
+    _cache_key: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
+    _verified: set[bytes] = field(default_factory=set, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def check(self, user: str, password: str) -> bool:
+        hashed = self.users.get(user)
+        if hashed is None:
+            # Spend comparable time on unknown users so they cannot be told apart.
+            bcrypt.checkpw(b"x", _DUMMY_HASH)
+            return False
+        token = hmac.new(
+            self._cache_key, user.encode() + b"\0" + password.encode(), hashlib.sha256
+        ).digest()
+        with self._lock:
+            if token in self._verified:
+                return True
+        if not bcrypt.checkpw(password.encode(), hashed):
+            return False
+        with self._lock:
+            self._verified.add(token)
+        return True
+
+
+_DUMMY_HASH = bcrypt.hashpw(b"dummy", bcrypt.gensalt(rounds=4))
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    ssl_context: ssl.SSLContext | None = None
+    basic_auth: BasicAuth | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise WebConfigError(f"{where} must be a mapping")
+    return value
+
+
+def _check_keys(section: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        raise WebConfigError(f"{where}: unknown key {unknown[0]!r}")
+
+
+def _resolve(base: Path, value: Any, where: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise WebConfigError(f"{where} must be a file path")
+    path = Path(value)
+    return path if path.is_absolute() else base / path
+
+
+def _tls_context(tls: Mapping[str, Any], base: Path, source: str) -> ssl.SSLContext:
+    _check_keys(tls, _TLS_KEYS, f"{source}: tls_server_config")
+    if "cert_file" not in tls or "key_file" not in tls:
+        raise WebConfigError(f"{source}: tls_server_config needs cert_file and key_file")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    min_version = str(tls.get("min_version", "TLS12"))
+    max_version = str(tls.get("max_version", "TLS13"))
+    for name, value in (("min_version", min_version), ("max_version", max_version)):
+        if value not in _TLS_VERSIONS:
+            raise WebConfigError(
+                f"{source}: {name} must be one of {', '.join(_TLS_VERSIONS)}, not {value!r}"
+            )
+    context.minimum_version = _TLS_VERSIONS[min_version]
+    context.maximum_version = _TLS_VERSIONS[max_version]
+    cert = _resolve(base, tls["cert_file"], f"{source}: cert_file")
+    key = _resolve(base, tls["key_file"], f"{source}: key_file")
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as error:
+        raise WebConfigError(f"{source}: cannot load cert_file/key_file: {error}") from None
+    client_auth = str(tls.get("client_auth_type", "NoClientCert"))
+    if client_auth not in _CLIENT_AUTH:
+        raise WebConfigError(f"{source}: unknown client_auth_type {client_auth!r}")
+    context.verify_mode = _CLIENT_AUTH[client_auth]
+    if "client_ca_file" in tls:
+        ca = _resolve(base, tls["client_ca_file"], f"{source}: client_ca_file")
+        try:
+            context.load_verify_locations(cafile=ca)
+        except (OSError, ssl.SSLError) as error:
+            raise WebConfigError(f"{source}: cannot load client_ca_file: {error}") from None
+    elif client_auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert"):
+        raise WebConfigError(f"{source}: client_auth_type {client_auth} needs client_ca_file")
+    return context
+
+
+def _basic_auth(users: Mapping[str, Any], source: str) -> BasicAuth:
+    parsed: dict[str, bytes] = {}
+    for user, hashed in users.items():
+        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+            raise WebConfigError(
+                f"{source}: basic_auth_users.{user} must be a bcrypt hash (htpasswd -nbB)"
+            )
+        parsed[str(user)] = hashed.encode()
+    return BasicAuth(parsed)
+
+
+def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise WebConfigError(f"{source}: {error.strerror or error}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise WebConfigError(f"{source}:{where} not valid YAML") from None
+    top = _mapping(document, source)
+    _check_keys(top, _TOP_KEYS, source)
+    base = Path(path).resolve().parent
+    tls = _mapping(top.get("tls_server_config"), f"{source}: tls_server_config")
+    users = _mapping(top.get("basic_auth_users"), f"{source}: basic_auth_users")
+    http = _mapping(top.get("http_server_config"), f"{source}: http_server_config")
+    _check_keys(http, _HTTP_KEYS, f"{source}: http_server_config")
+    headers = _mapping(http.get("headers"), f"{source}: http_server_config.headers")
+    return WebConfig(
+        ssl_context=_tls_context(tls, base, source) if tls else None,
+        basic_auth=_basic_auth(users, source) if users else None,
+        headers={str(k): str(v) for k, v in headers.items()},
+    )
