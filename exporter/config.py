@@ -11,8 +11,8 @@ from typing import NoReturn
 
 from exporter import __version__
 from exporter.addresses import AddressError, parse_host_port
+from exporter.sessions.credentials import PASSWORD_ENV
 
-PASSWORD_ENV = "MYSQL_IDLE_EXPORTER_PASSWORD"  # noqa: S105 (a variable name)
 DEFAULT_LISTEN = ":9864"
 DEFAULT_TARGET = "127.0.0.1:3306"
 

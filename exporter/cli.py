@@ -1,0 +1,132 @@
+"""Entry point: `mysql-idle-exporter [flags]` and `mysql-idle-exporter demo`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+
+from aiohttp import web
+
+from exporter import __version__
+from exporter.config import Config, UsageError, fail, parse_config
+from exporter.correlate import Settings
+from exporter.engine import Engine, WatchedTarget
+from exporter.logs import setup_logging
+from exporter.sessions.credentials import ConfigError, load_credentials
+from exporter.sessions.reader import SessionReader
+from exporter.sockets.reader import SocketReader
+from exporter.web.app import WebOptions, build_app
+from exporter.web.config import WebConfig, WebConfigError, load_web_config
+
+log = logging.getLogger("exporter")
+
+
+def build_engine(config: Config, environ: Mapping[str, str]) -> Engine:
+    """Everything a running exporter needs, from validated flags. Raises UsageError."""
+    try:
+        credentials = load_credentials(user=config.user, my_cnf=config.my_cnf, environ=environ)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    targets = [
+        WatchedTarget(
+            name=t.name,
+            host=t.host,
+            port=t.port,
+            sessions=SessionReader(
+                t.name, t.host, t.port, credentials, prefer=config.server_source
+            ),  # type: ignore[arg-type]
+        )
+        for t in config.targets
+    ]
+    sockets = SocketReader(
+        {t.port for t in config.targets},
+        source=config.sockets_source,  # type: ignore[arg-type]
+        proc_root=config.proc_path,
+    )
+    settings = Settings(
+        risk_headroom=config.risk_headroom, network_idle_timeout=config.network_idle_timeout
+    )
+    return Engine(
+        targets,
+        sockets,
+        settings,
+        server_interval=config.server_interval,
+        top_sessions=config.sessions_top,
+    )
+
+
+def web_options(config: Config) -> WebOptions:
+    web_config = WebConfig()
+    if config.web_config_file:
+        try:
+            web_config = load_web_config(config.web_config_file)
+        except WebConfigError as error:
+            raise UsageError(f"--web.config.file {error}") from None
+    return WebOptions(
+        telemetry_path=config.telemetry_path,
+        default_timeout=config.scrape_timeout,
+        timeout_offset=config.timeout_offset,
+        config=web_config,
+    )
+
+
+async def serve(engine: Engine, options: WebOptions, host: str, port: int,
+                ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
+    """Serve until `stop` is set (or SIGINT/SIGTERM when run from the command line)."""
+    app = build_app(engine, options)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host or None, port, ssl_context=options.config.ssl_context,
+                       shutdown_timeout=2.0)
+    try:
+        await site.start()
+    except OSError as error:
+        await runner.cleanup()
+        raise UsageError(f"--web.listen-address {host}:{port}: {error.strerror or error}") from None
+    scheme = "https" if options.config.ssl_context else "http"
+    log.info("listening on %s://%s:%d%s", scheme, host or "0.0.0.0", port, options.telemetry_path)  # noqa: S104
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await runner.cleanup()
+        engine.close()
+
+
+def run(argv: Sequence[str]) -> int:
+    try:
+        config = parse_config(argv)
+        setup_logging(config.log_level, config.log_format)
+        options = web_options(config)
+        engine = build_engine(config, os.environ)
+    except UsageError as error:
+        fail(str(error))
+    log.info(
+        "mysql-idle-exporter %s watching %s", __version__, ", ".join(engine.target_names)
+    )
+    try:
+        asyncio.run(serve(engine, options, config.listen_host, config.listen_port))
+    except UsageError as error:
+        fail(str(error))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["demo"]:
+        from exporter.demo import run_demo
+
+        return run_demo(args[1:])
+    return run(args)

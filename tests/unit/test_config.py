@@ -1,0 +1,119 @@
+"""Flags: defaults, validation, and the one-line exit-2 contract of the real command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from exporter.config import UsageError, parse_config
+
+
+def test_defaults() -> None:
+    config = parse_config([])
+    assert [t.name for t in config.targets] == ["127.0.0.1:3306"]
+    assert (config.listen_host, config.listen_port) == ("", 9864)
+    assert config.telemetry_path == "/metrics"
+    assert config.risk_headroom == 300
+    assert config.network_idle_timeout is None
+    assert config.sessions_top == 20
+    assert config.server_interval == 30
+
+
+def test_targets_are_repeatable_and_keep_their_text_as_label() -> None:
+    config = parse_config(
+        [
+            "--mysql.address=db-a:3306",
+            "--mysql.address",
+            "[2001:db8::1]:3307",
+            "--mysql.address=:3308",
+        ]
+    )
+    assert [(t.name, t.host, t.port) for t in config.targets] == [
+        ("db-a:3306", "db-a", 3306),
+        ("[2001:db8::1]:3307", "2001:db8::1", 3307),
+        (":3308", "127.0.0.1", 3308),
+    ]
+
+
+@pytest.mark.parametrize(
+    "value,seconds",
+    [("30", 30), ("1.5", 1.5), ("30s", 30), ("5m", 300), ("1h", 3600), ("250ms", 0.25)],
+)
+def test_durations(value: str, seconds: float) -> None:
+    assert parse_config([f"--risk.headroom={value}"]).risk_headroom == seconds
+
+
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (["--mysql.address=db"], "missing port"),
+        (["--mysql.address=db:99999"], "port must be a number"),
+        (["--mysql.address=::1:3306"], "brackets"),
+        (["--mysql.address=a:1", "--mysql.address=a:1"], "given twice"),
+        (["--risk.headroom=soon"], "not a duration"),
+        (["--risk.headroom=-5"], "non-negative"),
+        (["--risk.headroom=nan"], "finite"),
+        (["--sessions.top=-1"], "must not be negative"),
+        (["--web.telemetry-path=metrics"], "must start with '/'"),
+        (["--web.telemetry-path=/healthz"], "/healthz"),
+        (["--network.idle-timeout=0"], "more than 0"),
+        (["--mysql.password=hunter2"], "not accepted on the command line"),
+        (["--no-such-flag"], "unrecognized arguments"),
+        (["--sockets.source=magic"], "invalid choice"),
+    ],
+)
+def test_bad_flags(argv: list[str], fragment: str) -> None:
+    with pytest.raises(UsageError, match=fragment):
+        parse_config(argv)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--mysql.address=nope"],
+        ["--risk.headroom=x"],
+        ["--mysql.password=hunter2"],
+        ["--config.my-cnf=/nonexistent/my.cnf"],
+        ["--web.config.file=/nonexistent/web.yml", "--mysql.user=u"],
+        ["--bogus"],
+    ],
+)
+def test_the_command_exits_2_with_one_line(args: list[str]) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("mysql-idle-exporter: error: ")
+    assert "Traceback" not in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_help_lists_the_contract_flags() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for flag in (
+        "--mysql.address",
+        "--mysql.user",
+        "--config.my-cnf",
+        "--web.listen-address",
+        "--web.telemetry-path",
+        "--web.config.file",
+        "--risk.headroom",
+        "--network.idle-timeout",
+        "--sessions.top",
+        "--server.interval",
+    ):
+        assert flag in result.stdout
+    assert "MYSQL_IDLE_EXPORTER_PASSWORD" in result.stdout
