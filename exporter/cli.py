@@ -15,7 +15,8 @@ from aiohttp import web
 from exporter import __version__
 from exporter.config import Config, UsageError, fail, parse_config
 from exporter.correlate import Settings
-from exporter.engine import Engine, WatchedTarget
+from exporter.engine import Engine, SessionSource, WatchedTarget
+from exporter.fleet import FLEET_PASSWORD_ENV, FleetSessionSource
 from exporter.logs import setup_logging
 from exporter.sessions.credentials import ConfigError, load_credentials
 from exporter.sessions.reader import SessionReader
@@ -28,20 +29,9 @@ log = logging.getLogger("exporter")
 
 def build_engine(config: Config, environ: Mapping[str, str]) -> Engine:
     """Everything a running exporter needs, from validated flags. Raises UsageError."""
-    try:
-        credentials = load_credentials(user=config.user, my_cnf=config.my_cnf, environ=environ)
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
     targets = [
-        WatchedTarget(
-            name=t.name,
-            host=t.host,
-            port=t.port,
-            sessions=SessionReader(
-                t.name, t.host, t.port, credentials, prefer=config.server_source
-            ),  # type: ignore[arg-type]
-        )
-        for t in config.targets
+        WatchedTarget(name=t.name, host=t.host, port=t.port, sessions=source)
+        for t, source in zip(config.targets, _session_sources(config, environ), strict=True)
     ]
     sockets = SocketReader(
         {t.port for t in config.targets},
@@ -60,6 +50,24 @@ def build_engine(config: Config, environ: Mapping[str, str]) -> Engine:
     )
 
 
+def _session_sources(config: Config, environ: Mapping[str, str]) -> list[SessionSource]:
+    if config.fleet_url is not None:
+        return [
+            FleetSessionSource(config.fleet_url, t.name, user=config.fleet_user,
+                               password=environ.get(FLEET_PASSWORD_ENV))
+            for t in config.targets
+        ]
+    try:
+        credentials = load_credentials(user=config.user, my_cnf=config.my_cnf, environ=environ)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    return [
+        SessionReader(t.name, t.host, t.port, credentials,
+                      prefer=config.server_source)  # type: ignore[arg-type]
+        for t in config.targets
+    ]
+
+
 def web_options(config: Config) -> WebOptions:
     web_config = WebConfig()
     if config.web_config_file:
@@ -72,6 +80,7 @@ def web_options(config: Config) -> WebOptions:
         default_timeout=config.scrape_timeout,
         timeout_offset=config.timeout_offset,
         config=web_config,
+        fleet=config.fleet_serve,
     )
 
 

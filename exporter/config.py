@@ -11,6 +11,7 @@ from typing import NoReturn
 
 from exporter import __version__
 from exporter.addresses import AddressError, parse_host_port
+from exporter.fleet import FLEET_PASSWORD_ENV, FLEET_PATH
 from exporter.sessions.credentials import PASSWORD_ENV
 
 DEFAULT_LISTEN = ":9864"
@@ -48,6 +49,9 @@ class Config:
     proc_path: str
     log_level: str
     log_format: str
+    fleet_serve: bool = False
+    fleet_url: str | None = None
+    fleet_user: str | None = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -210,6 +214,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="procfs mount point, for owners of sockets (default /proc)",
     )
+    fleet = parser.add_argument_group(
+        "fleet mode",
+        "one exporter per database reads the processlist and serves it to sidecars, so the "
+        "database's cost does not grow with the number of pods",
+    )
+    fleet.add_argument(
+        "--fleet.serve",
+        dest="fleet_serve",
+        action="store_true",
+        help=f"serve the server-side facts to sidecars on {FLEET_PATH} (same auth as metrics)",
+    )
+    fleet.add_argument(
+        "--fleet.url",
+        dest="fleet_url",
+        metavar="URL",
+        help="take the server-side facts from the fleet exporter at URL instead of the "
+        f"database (password for its basic auth from {FLEET_PASSWORD_ENV})",
+    )
+    fleet.add_argument("--fleet.user", dest="fleet_user", metavar="USER",
+                       help="basic-auth user for --fleet.url")
     logs = parser.add_argument_group("logging")
     logs.add_argument(
         "--log.level",
@@ -255,6 +279,12 @@ def parse_config(argv: Sequence[str]) -> Config:
         raise UsageError("--web.scrape-timeout must be more than 0")
     if args.network_idle_timeout == 0:
         raise UsageError("--network.idle-timeout must be more than 0 (leave it out for none)")
+    if args.fleet_url is not None:
+        scheme = args.fleet_url.split("://", 1)[0] if "://" in args.fleet_url else ""
+        if scheme not in ("http", "https"):
+            raise UsageError(f"--fleet.url must start with http:// or https://: {args.fleet_url!r}")
+        if args.fleet_serve:
+            raise UsageError("--fleet.serve and --fleet.url exclude each other")
     return Config(
         targets=tuple(targets),
         user=args.user,
@@ -274,6 +304,9 @@ def parse_config(argv: Sequence[str]) -> Config:
         proc_path=args.proc_path,
         log_level=args.log_level,
         log_format=args.log_format,
+        fleet_serve=args.fleet_serve,
+        fleet_url=args.fleet_url,
+        fleet_user=args.fleet_user,
     )
 
 

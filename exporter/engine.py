@@ -46,7 +46,8 @@ class SocketSource(Protocol):
 
 
 class SessionSource(Protocol):
-    queries_sent: int
+    @property
+    def queries_sent(self) -> int: ...
 
     def read(self, client_ips: frozenset[str] | None, timeout: float) -> ServerView: ...
 
@@ -79,6 +80,9 @@ class WatchedTarget:
     last_view: ServerView | None = None
     known_at_read: frozenset[ConnectionKey] = frozenset()
     memory: Memory = field(default_factory=Memory)
+    # Fleet mode: the last whole (unfiltered) read served to sidecars, and the one in flight.
+    fleet_view: ServerView | None = None
+    fleet_inflight: asyncio.Future[ServerView] | None = None
     own_endpoints: deque[Endpoint] = field(default_factory=lambda: deque(maxlen=32))
     counters: TargetCounters = field(default_factory=TargetCounters)
 
@@ -140,6 +144,35 @@ class Engine:
             return await asyncio.wait_for(asyncio.shield(self._inflight), timeout)
         except TimeoutError:
             return self._timed_out_snapshot()
+
+    async def fleet_view(self, name: str, timeout: float) -> ServerView:
+        """The whole processlist of one target, read at most once per interval however many
+        sidecars ask; concurrent askers share one read."""
+        target = next((t for t in self._targets if t.name == name), None)
+        if target is None:
+            return ServerView(target=name, ok=False, error="unknown target")
+        now = self._clock()
+        cached = target.fleet_view
+        if cached is not None and cached.ok and now - cached.read_at < max(self._interval, 1.0):
+            return cached
+        if target.fleet_inflight is None or target.fleet_inflight.done():
+            target.fleet_inflight = asyncio.ensure_future(self._fleet_read(target, timeout))
+        try:
+            return await asyncio.wait_for(asyncio.shield(target.fleet_inflight), timeout)
+        except TimeoutError:
+            return ServerView(target=name, ok=False, error="server read timed out")
+
+    async def _fleet_read(self, target: WatchedTarget, timeout: float) -> ServerView:
+        loop = asyncio.get_running_loop()
+        before = target.sessions.queries_sent
+        view = await loop.run_in_executor(self._pool, target.sessions.read, None, timeout)
+        target.counters = TargetCounters(
+            reads=target.counters.reads + 1,
+            read_errors=target.counters.read_errors + (0 if view.ok else 1),
+            queries=target.counters.queries + (target.sessions.queries_sent - before),
+        )
+        target.fleet_view = view
+        return view
 
     def close(self) -> None:
         for target in self._targets:

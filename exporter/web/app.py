@@ -6,6 +6,7 @@ import base64
 import binascii
 import html
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -18,8 +19,10 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from exporter import __version__
+from exporter.addresses import normalise_ip
 from exporter.collector import Snapshot, SnapshotCollector
 from exporter.engine import Engine
+from exporter.fleet import FLEET_PATH, encode_view, filter_view
 from exporter.web.config import WebConfig
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,8 @@ class WebOptions:
     # Kept back from Prometheus's own timeout so the answer arrives before it gives up.
     timeout_offset: float = 0.5
     config: WebConfig = field(default_factory=WebConfig)
+    # Serve the server-side facts to sidecars (fleet mode).
+    fleet: bool = False
 
 
 OPTIONS_KEY = web.AppKey("options", WebOptions)
@@ -87,6 +92,22 @@ async def _probe(request: web.Request) -> web.Response:
     snapshot = (await engine.collect(timeout)).only(target)
     body, content_type = render(snapshot, request.headers.get("Accept"))
     return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def _fleet_sessions(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE_KEY]
+    options = request.app[OPTIONS_KEY]
+    target = request.query.get("target", "")
+    if target not in engine.target_names:
+        return web.Response(status=400, text="unknown target\n")
+    asked = request.query.getall("client_ip", [])
+    # No client_ip at all means every session; an empty one means none (a watcher with no
+    # sockets still wants the timeouts).
+    client_ips = frozenset(normalise_ip(ip) for ip in asked if ip) if asked else None
+    timeout = scrape_timeout(request.headers.get(SCRAPE_TIMEOUT_HEADER), options)
+    view = await engine.fleet_view(target, timeout)
+    document = encode_view(filter_view(view, client_ips), time.monotonic())
+    return web.json_response(document)
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -174,6 +195,8 @@ def build_app(engine: Engine, options: WebOptions) -> web.Application:
     app.router.add_get(options.telemetry_path, _metrics)
     app.router.add_get("/probe", _probe)
     app.router.add_get("/healthz", _healthz)
+    if options.fleet:
+        app.router.add_get(FLEET_PATH, _fleet_sessions)
     if options.telemetry_path != "/":
         app.router.add_get("/", _landing)
     return app

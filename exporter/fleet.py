@@ -1,0 +1,224 @@
+"""Fleet mode: one standalone exporter reads a database's processlist and serves the
+server-side facts; sidecars ask it instead of the database.
+
+The wire format is a small JSON document per (target, client addresses) request, so the
+database's cost is one read per interval however many sidecars there are, and each sidecar
+receives only its own sessions.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from exporter.model import Endpoint, Flavor, ServerView, Session
+
+log = logging.getLogger(__name__)
+
+FLEET_PATH = "/fleet/sessions"
+FORMAT_VERSION = 1
+FLEET_PASSWORD_ENV = "MYSQL_IDLE_EXPORTER_FLEET_PASSWORD"  # noqa: S105 (a variable name)
+
+
+class FleetFormatError(ValueError):
+    """A fleet answer is not a document this version understands."""
+
+
+def filter_view(view: ServerView, client_ips: Collection[str] | None) -> ServerView:
+    """The part of a full read that concerns the given client addresses."""
+    if client_ips is None:
+        return view
+    wanted = frozenset(client_ips)
+    sessions = tuple(
+        s for s in view.sessions if s.client is not None and s.client.ip in wanted
+    )
+    return ServerView(
+        target=view.target,
+        ok=view.ok,
+        error=view.error,
+        flavor=view.flavor,
+        version=view.version,
+        source=view.source,
+        wait_timeout=view.wait_timeout,
+        interactive_timeout=view.interactive_timeout,
+        sessions=sessions,
+        full_view=view.full_view,
+        per_session_timeouts=view.per_session_timeouts,
+        read_at=view.read_at,
+    )
+
+
+def encode_view(view: ServerView, now: float) -> dict[str, Any]:
+    """JSON-ready document; times become ages, since clocks differ between hosts."""
+    return {
+        "version": FORMAT_VERSION,
+        "target": view.target,
+        "ok": view.ok,
+        "error": view.error,
+        "flavor": view.flavor.value if view.flavor is not None else None,
+        "server_version": view.version,
+        "source": view.source,
+        "wait_timeout": view.wait_timeout,
+        "interactive_timeout": view.interactive_timeout,
+        "full_view": view.full_view,
+        "per_session_timeouts": view.per_session_timeouts,
+        "age_seconds": max(now - view.read_at, 0.0) if view.ok else None,
+        "sessions": [
+            {
+                "id": s.id,
+                "ip": s.client.ip if s.client is not None else None,
+                "port": s.client.port if s.client is not None else None,
+                "user": s.user,
+                "db": s.db,
+                "command": s.command,
+                "idle_seconds": s.idle_seconds,
+                "wait_timeout": s.wait_timeout,
+            }
+            for s in view.sessions
+        ],
+    }
+
+
+def _number(value: Any, name: str, *, optional: bool = True) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FleetFormatError(f"{name} must be a number")
+    return float(value)
+
+
+def _text(value: Any, name: str, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise FleetFormatError(f"{name} must be a string")
+    return value
+
+
+def decode_view(document: Mapping[str, Any], now: float) -> ServerView:
+    if not isinstance(document, Mapping) or document.get("version") != FORMAT_VERSION:
+        raise FleetFormatError(f"expected a fleet document of version {FORMAT_VERSION}")
+    target = _text(document.get("target"), "target") or ""
+    if not document.get("ok"):
+        return ServerView(target=target, ok=False,
+                          error=f"fleet: {_text(document.get('error'), 'error', optional=True)}")
+    sessions = []
+    rows = document.get("sessions")
+    if not isinstance(rows, list):
+        raise FleetFormatError("sessions must be a list")
+    for row in rows:
+        if not isinstance(row, Mapping):
+            raise FleetFormatError("each session must be an object")
+        ip = _text(row.get("ip"), "ip", optional=True)
+        port = row.get("port")
+        client = (
+            Endpoint(ip, int(port))
+            if ip is not None and isinstance(port, int) and not isinstance(port, bool)
+            else None
+        )
+        session_id = row.get("id")
+        if not isinstance(session_id, int) or isinstance(session_id, bool):
+            raise FleetFormatError("id must be an integer")
+        sessions.append(
+            Session(
+                id=session_id,
+                client=client,
+                user=_text(row.get("user"), "user") or "",
+                db=_text(row.get("db"), "db", optional=True),
+                command=_text(row.get("command"), "command") or "",
+                idle_seconds=_number(row.get("idle_seconds"), "idle_seconds", optional=False)
+                or 0.0,
+                wait_timeout=_number(row.get("wait_timeout"), "wait_timeout"),
+            )
+        )
+    flavor_text = _text(document.get("flavor"), "flavor", optional=True)
+    try:
+        flavor = Flavor(flavor_text) if flavor_text is not None else None
+    except ValueError:
+        raise FleetFormatError(f"unknown flavor {flavor_text!r}") from None
+    age = _number(document.get("age_seconds"), "age_seconds") or 0.0
+    return ServerView(
+        target=target,
+        ok=True,
+        flavor=flavor,
+        version=_text(document.get("server_version"), "server_version") or "",
+        source=f"fleet:{_text(document.get('source'), 'source')}",
+        wait_timeout=_number(document.get("wait_timeout"), "wait_timeout"),
+        interactive_timeout=_number(document.get("interactive_timeout"), "interactive_timeout"),
+        sessions=tuple(sessions),
+        full_view=bool(document.get("full_view")),
+        per_session_timeouts=bool(document.get("per_session_timeouts")),
+        read_at=now - age,
+    )
+
+
+class FleetSessionSource:
+    """A sidecar's server side: asks the fleet exporter instead of the database."""
+
+    def __init__(self, base_url: str, target: str, *, user: str | None = None,
+                 password: str | None = None, clock: Any = time.monotonic) -> None:
+        if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
+            raise ValueError(f"fleet URL must be http:// or https://, not {base_url!r}")
+        self._base = base_url.rstrip("/")
+        self._target = target
+        self._authorization = (
+            "Basic " + base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+            if user
+            else None
+        )
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._was_ok: bool | None = None
+        self.queries_sent = 0  # the database sees none from a sidecar in fleet mode
+
+    def read(self, client_ips: frozenset[str] | None, timeout: float) -> ServerView:
+        if not self._lock.acquire(blocking=False):
+            return ServerView(target=self._target, ok=False, error="previous read still running")
+        try:
+            view = self._fetch(client_ips, timeout)
+        finally:
+            self._lock.release()
+        if view.ok != self._was_ok:
+            if view.ok:
+                log.info("fleet source %s answers for %s", self._base, self._target)
+            else:
+                log.warning("fleet source %s failed for %s: %s", self._base, self._target,
+                            view.error)
+            self._was_ok = view.ok
+        return view
+
+    def _fetch(self, client_ips: frozenset[str] | None, timeout: float) -> ServerView:
+        query: list[tuple[str, str]] = [("target", self._target)]
+        query += [("client_ip", ip) for ip in sorted(client_ips or ())]
+        if client_ips is not None and not client_ips:
+            query.append(("client_ip", ""))
+        url = f"{self._base}{FLEET_PATH}?{urllib.parse.urlencode(query)}"
+        # The scheme was checked in __init__: only http and https reach here.
+        request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310
+        if self._authorization:
+            request.add_header("Authorization", self._authorization)
+        try:
+            with urllib.request.urlopen(request, timeout=max(timeout, 0.1)) as response:  # noqa: S310
+                document = json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return ServerView(target=self._target, ok=False, error=f"fleet: HTTP {error.code}")
+        except (urllib.error.URLError, OSError, TimeoutError) as error:
+            reason = getattr(error, "reason", error)
+            return ServerView(target=self._target, ok=False, error=f"fleet: {reason}")
+        except ValueError:
+            return ServerView(target=self._target, ok=False, error="fleet: answer is not JSON")
+        try:
+            return decode_view(document, self._clock())
+        except FleetFormatError as error:
+            return ServerView(target=self._target, ok=False, error=f"fleet: {error}")
+
+    def close(self) -> None:
+        pass

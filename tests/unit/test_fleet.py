@@ -1,0 +1,164 @@
+"""Fleet mode: the wire format, and a sidecar engine fed by a standalone exporter over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+
+import bcrypt
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from exporter.correlate import Settings
+from exporter.engine import Engine, WatchedTarget
+from exporter.fleet import (
+    FleetFormatError,
+    FleetSessionSource,
+    decode_view,
+    encode_view,
+    filter_view,
+)
+from exporter.model import Endpoint, Flavor, ServerView, Session, State
+from exporter.web.app import WebOptions, build_app
+from exporter.web.config import BasicAuth, WebConfig
+from tests.unit.test_correlate import DB, sess, sock, view
+from tests.unit.test_engine import FakeSessions, FakeSockets
+from tests.unit.test_web import serve
+
+texts = st.text(max_size=40)
+sessions = st.builds(
+    Session,
+    id=st.integers(min_value=0, max_value=2**63),
+    client=st.one_of(st.none(), st.builds(Endpoint, st.sampled_from(
+        ["10.0.0.1", "::1", "localhost", "app.example"]), st.integers(1, 65535))),
+    user=texts,
+    db=st.one_of(st.none(), texts),
+    command=st.sampled_from(["Sleep", "Query", "Binlog Dump"]),
+    idle_seconds=st.floats(min_value=0, max_value=1e7, allow_nan=False),
+    wait_timeout=st.one_of(st.none(), st.floats(min_value=0, max_value=1e7)),
+)
+
+
+@given(st.lists(sessions, max_size=20), st.floats(min_value=0, max_value=1e4))
+def test_round_trip(rows: list[Session], age: float) -> None:
+    original = ServerView(target="db:3306", ok=True, flavor=Flavor.MYSQL, version="8.0.36",
+                          source="performance_schema", wait_timeout=28800.0,
+                          interactive_timeout=28800.0, sessions=tuple(rows),
+                          per_session_timeouts=True, read_at=1000.0)
+    document = json.loads(json.dumps(encode_view(original, now=1000.0 + age)))
+    decoded = decode_view(document, now=5000.0)
+    assert decoded.sessions == original.sessions
+    assert decoded.read_at == pytest.approx(5000.0 - age)
+    assert decoded.wait_timeout == 28800.0 and decoded.per_session_timeouts
+    assert decoded.source == "fleet:performance_schema"
+
+
+@pytest.mark.parametrize("document", [
+    None, [], {"version": 99}, {"version": 1, "ok": True, "target": "t", "sessions": "x"},
+    {"version": 1, "ok": True, "target": "t", "sessions": [{"id": "1"}]},
+    {"version": 1, "ok": True, "target": "t", "sessions": [], "flavor": "oracle",
+     "server_version": "", "source": ""},
+    {"version": 1, "ok": True, "target": 5, "sessions": []},
+])
+def test_bad_documents_are_refused(document: object) -> None:
+    with pytest.raises(FleetFormatError):
+        decode_view(document, now=0)  # type: ignore[arg-type]
+
+
+def test_filter_keeps_only_the_asking_watchers_sessions() -> None:
+    full = view(sess(1, 5000, ip="10.0.0.9"), sess(2, 5001, ip="10.0.0.10"), sess(3, None))
+    assert [s.id for s in filter_view(full, {"10.0.0.9"}).sessions] == [1]
+    assert filter_view(full, set()).sessions == ()
+    assert filter_view(full, None) is full
+
+
+def test_a_sidecar_engine_reads_through_a_standalone_fleet_exporter() -> None:
+    database = FakeSessions(lambda: view(sess(1, 5000), sess(2, 6000, ip="10.0.0.77"),
+                                         read_at=time.monotonic()))
+    standalone = Engine(
+        [WatchedTarget("db:3306", DB.ip, DB.port, database,
+                       resolver=lambda h: frozenset({DB.ip}))],
+        FakeSockets([]), Settings(), server_interval=30,
+    )
+    hashed = bcrypt.hashpw(b"fleet-pw", bcrypt.gensalt(rounds=4))
+    options = WebOptions(fleet=True, config=WebConfig(basic_auth=BasicAuth({"sidecar": hashed})))
+
+    async def scenario():
+        runner, port = await serve(build_app(standalone, options))
+        base = f"http://127.0.0.1:{port}"
+        sidecars = [
+            Engine([WatchedTarget("db:3306", DB.ip, DB.port,
+                                  FleetSessionSource(base, "db:3306", user="sidecar",
+                                                     password="fleet-pw"),
+                                  resolver=lambda h: frozenset({DB.ip}))],
+                   FakeSockets([sock(5000)]), Settings(risk_headroom=60), server_interval=0)
+            for _ in range(20)
+        ]
+        wrong = FleetSessionSource(base, "db:3306", user="sidecar", password="nope")
+        unknown = FleetSessionSource(base, "elsewhere:3306", user="sidecar", password="fleet-pw")
+        try:
+            snapshots = await asyncio.gather(*(e.collect(5) for e in sidecars))
+            denied = await asyncio.to_thread(wrong.read, frozenset({"10.0.0.9"}), 5)
+            refused = await asyncio.to_thread(unknown.read, frozenset({"10.0.0.9"}), 5)
+        finally:
+            await runner.cleanup()
+            for e in sidecars:
+                e.close()
+            standalone.close()
+        return snapshots, denied, refused
+
+    snapshots, denied, refused = asyncio.run(scenario())
+    for snap in snapshots:
+        target = snap.targets[0]
+        assert target.server is not None and target.server.ok
+        assert [i.state for i in target.items] == [State.IDLE]
+        # Each sidecar received only its own address's sessions.
+        assert [s.id for s in target.server.sessions] == [1]
+        assert snap.counters["db:3306"].queries == 0
+    # Twenty sidecars, one database read.
+    assert database.reads == 1
+    assert not denied.ok and "401" in (denied.error or "")
+    assert not refused.ok and "400" in (refused.error or "")
+
+
+def test_fleet_endpoint_is_off_unless_asked_for() -> None:
+    engine = Engine([WatchedTarget("db:3306", DB.ip, DB.port, FakeSessions(lambda: view()),
+                                   resolver=lambda h: frozenset({DB.ip}))],
+                    FakeSockets([]), Settings())
+
+    async def scenario():
+        runner, port = await serve(build_app(engine, WebOptions()))
+        try:
+            source = FleetSessionSource(f"http://127.0.0.1:{port}", "db:3306")
+            return await asyncio.to_thread(source.read, frozenset(), 5)
+        finally:
+            await runner.cleanup()
+            engine.close()
+
+    result = asyncio.run(scenario())
+    assert not result.ok and "404" in (result.error or "")
+
+
+def test_unreachable_fleet_exporter_is_a_clean_failure() -> None:
+    from exporter.throwaway import free_port
+
+    source = FleetSessionSource(f"http://127.0.0.1:{free_port()}", "db:3306")
+    result = source.read(frozenset({"10.0.0.9"}), 2)
+    assert not result.ok and result.error and result.error.startswith("fleet:")
+
+
+def test_fleet_url_must_be_http() -> None:
+    with pytest.raises(ValueError, match="http"):
+        FleetSessionSource("file:///etc/passwd", "db:3306")
+
+
+def test_credentials_never_leave_in_the_error() -> None:
+    source = FleetSessionSource("http://127.0.0.1:9/", "db:3306", user="u", password="pw-123")
+    result = source.read(None, 1)
+    assert "pw-123" not in repr(result)
+    assert base64.b64encode(b"u:pw-123").decode() not in repr(result)
+
+
