@@ -73,8 +73,11 @@ class AddressError(ValueError):
     """An address given on the command line or in configuration is malformed."""
 
 
-def parse_host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
-    """Parse "HOST:PORT", "[v6]:PORT" or ":PORT" (empty host) as given by a user."""
+def parse_host_port(
+    text: str, default_port: int | None = None, *, allow_zero: bool = False
+) -> tuple[str, int]:
+    """Parse "HOST:PORT", "[v6]:PORT" or ":PORT" (empty host) as given by a user.
+    Port 0 ("any free port") only where `allow_zero` says so."""
     value = text.strip()
     if not value:
         raise AddressError("empty address")
@@ -94,6 +97,7 @@ def parse_host_port(text: str, default_port: int | None = None) -> tuple[str, in
         if default_port is None:
             raise AddressError(f"{text!r}: missing port")
         return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise AddressError(f"{text!r}: port must be a number from 1 to 65535")
+    lowest = 0 if allow_zero else 1
+    if not port_text.isdigit() or not lowest <= int(port_text) < 65536:
+        raise AddressError(f"{text!r}: port must be a number from {lowest} to 65535")
     return host, int(port_text)

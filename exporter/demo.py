@@ -112,7 +112,7 @@ def run_demo(argv: Sequence[str]) -> int:
         from exporter.addresses import AddressError, parse_host_port
 
         try:
-            host, port = parse_host_port(args.listen)
+            host, port = parse_host_port(args.listen, allow_zero=True)
         except AddressError as error:
             raise UsageError(f"--web.listen-address: {error}") from None
         if port == 0:

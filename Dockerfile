@@ -1,0 +1,45 @@
+# syntax=docker/dockerfile:1
+#
+# mysql-idle-exporter image: a virtualenv with the package and its dependencies on
+# python:3.11-slim, running as uid 65532. Build: docker build -t mysql-idle-exporter .
+#
+# Both stages use the same base image so the venv's interpreter path and ABI match; pin it by
+# digest (python:3.11-slim@sha256:...) in a release pipeline.
+
+FROM python:3.11-slim AS builder
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+# Dependencies ship manylinux wheels (psutil, bcrypt, aiohttp): no compiler needed. Only
+# wheels are accepted, so a missing wheel fails the build here instead of compiling.
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --upgrade pip setuptools wheel
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY exporter ./exporter
+RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
+    && /opt/venv/bin/pip install --only-binary=:all: /wheels/*.whl \
+    && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
+    && /opt/venv/bin/python -m compileall -q /opt/venv \
+    && /opt/venv/bin/mysql-idle-exporter --version
+
+
+FROM python:3.11-slim
+
+LABEL org.opencontainers.image.title="mysql-idle-exporter" \
+      org.opencontainers.image.description="Prometheus exporter that warns before MySQL/MariaDB drops idle sessions" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+
+COPY --from=builder /opt/venv /opt/venv
+
+# A numeric uid, so Kubernetes' runAsNonRoot can verify it without /etc/passwd.
+USER 65532:65532
+EXPOSE 9864
+ENTRYPOINT ["mysql-idle-exporter"]
