@@ -61,7 +61,8 @@ def parse_processlist_host(host: str | None) -> Endpoint | None:
         address, sep, port_text = text.rpartition(":")
         if not sep:
             return None
-    if not port_text.isdigit() or not address or len(port_text) > 5:
+    # isdigit() alone admits "²" and other scripts' digits, which int() rejects or misreads.
+    if not (port_text.isascii() and port_text.isdigit()) or not address or len(port_text) > 5:
         return None
     port = int(port_text)
     if not 0 < port < 65536:
@@ -98,6 +99,6 @@ def parse_host_port(
             raise AddressError(f"{text!r}: missing port")
         return host, default_port
     lowest = 0 if allow_zero else 1
-    if not port_text.isdigit() or not lowest <= int(port_text) < 65536:
+    if not (port_text.isascii() and port_text.isdigit()) or not lowest <= int(port_text) < 65536:
         raise AddressError(f"{text!r}: port must be a number from {lowest} to 65535")
     return host, int(port_text)

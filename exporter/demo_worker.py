@@ -11,6 +11,7 @@ import os
 import sys
 import threading
 import time
+from typing import Any
 
 import pymysql
 
@@ -26,7 +27,7 @@ def _name_process(name: str) -> None:
         pass
 
 
-def _connect(host: str, port: int) -> pymysql.connections.Connection:  # type: ignore[type-arg]
+def _connect(host: str, port: int) -> pymysql.connections.Connection[Any]:
     return pymysql.connect(
         host=host,
         port=port,

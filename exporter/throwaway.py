@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pymysql
 
@@ -39,14 +40,22 @@ class ThrowawayMariaDB:
     """Start with `start()`, stop with `stop()` (also a context manager)."""
 
     def __init__(self, extra_args: Sequence[str] = (), *, host: str = "127.0.0.1",
-                 port: int | None = None, startup_timeout: float = 30.0) -> None:
+                 port: int | None = None, startup_timeout: float = 30.0,
+                 command_prefix: Sequence[str] = ()) -> None:
         self.host = host
+        # Prepended to the mariadbd command line, e.g. `ip netns exec NS` (which execs, so
+        # the process id stays mariadbd's and pause/resume/stop still reach it).
+        self.command_prefix = list(command_prefix)
         self.port = port or free_port(host)
         self.extra_args = list(extra_args)
         self.startup_timeout = startup_timeout
         self.workdir = Path(tempfile.mkdtemp(prefix="mysql-idle-mariadb-"))
         self.datadir = self.workdir / "data"
         self.socket_path = self.workdir / "mysqld.sock"
+        # A private tmpdir: every mariadbd deletes the #sql* files in its tmpdir when it
+        # starts, so servers sharing /tmp break each other's temporary tables (and
+        # mariadb-install-db's bootstrap) when several run at once.
+        self.tmpdir = self.workdir / "tmp"
         self.log_path = self.workdir / "error.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._installed = False
@@ -63,6 +72,7 @@ class ThrowawayMariaDB:
                 "MariaDB is not installed (mariadbd, mariadb-install-db): "
                 "run 'sudo apt-get install mariadb-server'"
             )
+        self.tmpdir.mkdir(exist_ok=True)
         result = subprocess.run(
             [
                 install,
@@ -70,6 +80,7 @@ class ThrowawayMariaDB:
                 f"--datadir={self.datadir}",
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
+                f"--tmpdir={self.tmpdir}",
                 *(["--user=root"] if os.geteuid() == 0 else []),
             ],
             capture_output=True,
@@ -90,6 +101,7 @@ class ThrowawayMariaDB:
             "--no-defaults",
             f"--datadir={self.datadir}",
             f"--socket={self.socket_path}",
+            f"--tmpdir={self.tmpdir}",
             f"--port={self.port}",
             f"--bind-address={self.host}",
             f"--pid-file={self.workdir / 'mysqld.pid'}",
@@ -103,7 +115,10 @@ class ThrowawayMariaDB:
         if os.geteuid() == 0:
             args.insert(2, "--user=root")
         self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            [*self.command_prefix, *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
@@ -123,8 +138,8 @@ class ThrowawayMariaDB:
         except OSError:
             return "(no log)"
 
-    def connect(self, **kwargs: object) -> pymysql.connections.Connection:  # type: ignore[type-arg]
-        options: dict[str, object] = {
+    def connect(self, **kwargs: Any) -> pymysql.connections.Connection[Any]:
+        options: dict[str, Any] = {
             "host": self.host,
             "port": self.port,
             "user": "root",
@@ -134,7 +149,7 @@ class ThrowawayMariaDB:
             "ssl_disabled": True,
         }
         options.update(kwargs)
-        return pymysql.connect(**options)  # type: ignore[arg-type]
+        return pymysql.connect(**options)
 
     def execute(self, *statements: str) -> list[tuple[object, ...]]:
         connection = self.connect()

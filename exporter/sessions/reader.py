@@ -1,0 +1,236 @@
+"""SessionReader: one target's server-side view, read with a deadline, never raising.
+
+A read sends at most two statements: the global timeouts and one processlist query
+filtered on the server side to this watcher's client IPs. Capability probing happens only
+when the connection is (re)opened.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from decimal import Decimal
+
+from exporter.model import Endpoint, ServerView, Session
+from exporter.sessions import sources
+from exporter.sessions.connection import (
+    OWN_WAIT_TIMEOUT,
+    ConnectionInfo,
+    ServerConnection,
+    ServerError,
+    ServerTimeout,
+)
+from exporter.sessions.credentials import Credentials
+from exporter.sessions.sources import Prefer, Source, SourceUnavailable
+
+log = logging.getLogger(__name__)
+
+BUSY = "previous read still running"
+
+
+class SessionReader:
+    """Reads one target's sessions. Used from one thread at a time: a read that finds
+    another still running (a hung server) returns at once with ``ok=False``."""
+
+    def __init__(
+        self,
+        target: str,
+        host: str,
+        port: int,
+        credentials: Credentials,
+        *,
+        prefer: Prefer = "auto",
+        session_wait_timeout: int | None = OWN_WAIT_TIMEOUT,
+    ) -> None:
+        if prefer not in ("auto", "information_schema", "performance_schema"):
+            raise ValueError("prefer must be auto, information_schema or performance_schema")
+        self.target = target
+        self.prefer: Prefer = prefer
+        self.connection = ServerConnection(
+            host, port, credentials, session_wait_timeout=session_wait_timeout
+        )
+        self._lock = threading.Lock()
+        self._closed = False
+        self._up: bool | None = None
+        self._source = ""  # of the last successful read, to log changes
+
+    def __repr__(self) -> str:
+        return f"SessionReader({self.target!r}, prefer={self.prefer!r})"
+
+    @property
+    def queries_sent(self) -> int:
+        """Statements sent to the server so far, connect-time ones included."""
+        return self.connection.queries_sent
+
+    def read(self, client_ips: frozenset[str] | None, timeout: float) -> ServerView:
+        """The server's view of this watcher's sessions (all sessions when ``client_ips`` is
+        None; none, without a processlist query, when it is empty)."""
+        if not self._lock.acquire(blocking=False):
+            return self._failed(BUSY, {})
+        durations = {"connect": 0.0, "variables": 0.0, "processlist": 0.0}
+        try:
+            try:
+                view = self._read(client_ips, timeout, durations)
+            except (ServerError, SourceUnavailable) as exc:
+                view = self._failed(str(exc), durations)
+            except Exception as exc:  # a read never raises
+                log.debug("%s: read failed", self.target, exc_info=True)
+                view = self._failed(f"internal error: {type(exc).__name__}", durations)
+            self._note(view)
+            return view
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        """Close the connection. A read hung in another thread is broken off."""
+        self._closed = True
+        if self._lock.acquire(blocking=False):
+            try:
+                self.connection.close()
+            finally:
+                self._lock.release()
+        else:
+            self.connection.abort()
+
+    # --- internals ------------------------------------------------------------------
+
+    def _read(
+        self, client_ips: frozenset[str] | None, timeout: float, durations: dict[str, float]
+    ) -> ServerView:
+        if self._closed:
+            raise ServerError("reader closed")
+        conn = self.connection
+        deadline = time.monotonic() + timeout
+        connect_before = conn.connect_seconds
+        try:
+            if not conn.connected:
+                conn.connect(timeout=_remaining(deadline))
+            started, connecting = time.monotonic(), conn.connect_seconds
+            rows = conn.query(sources.VARIABLES_SQL, timeout=_remaining(deadline))
+            durations["variables"] = _phase(started, connecting, conn)
+            wait_timeout, interactive_timeout = _timeouts(rows)
+
+            info = _info(conn)
+            source = sources.choose_source(info.flavor, info.capabilities, self.prefer)
+            sessions: tuple[Session, ...] = ()
+            if client_ips is None or client_ips:
+                query = sources.processlist_query(
+                    source, client_ips, flavor=info.flavor, caps=info.capabilities
+                )
+                started, connecting = time.monotonic(), conn.connect_seconds
+                rows = conn.query(query.sql, query.args, timeout=_remaining(deadline))
+                durations["processlist"] = _phase(started, connecting, conn)
+                info = _info(conn)  # a reconnect in between changes our own id
+                sessions = sources.rows_to_sessions(
+                    rows,
+                    own_ids=_own_ids(info),
+                    client_ips=client_ips,
+                    names_resolved=info.capabilities.names_resolved,
+                )
+        finally:
+            durations["connect"] = conn.connect_seconds - connect_before
+        caps = info.capabilities
+        return ServerView(
+            target=self.target,
+            ok=True,
+            flavor=info.flavor,
+            version=info.version,
+            source=source.value,
+            wait_timeout=wait_timeout,
+            interactive_timeout=interactive_timeout,
+            sessions=sessions,
+            own_session_ids=_own_ids(info),
+            own_client_endpoints=_own_endpoints(info),
+            full_view=caps.process,
+            per_session_timeouts=(
+                source is Source.PS_PROCESSLIST and "variables_by_thread" in caps.ps_tables
+            ),
+            read_at=time.monotonic(),
+            durations=dict(durations),
+        )
+
+    def _failed(self, reason: str, durations: dict[str, float]) -> ServerView:
+        info = self.connection.info
+        return ServerView(
+            target=self.target,
+            ok=False,
+            error=reason,
+            flavor=info.flavor if info else None,
+            version=info.version if info else "",
+            own_session_ids=_own_ids(info) if info else frozenset(),
+            own_client_endpoints=_own_endpoints(info) if info else frozenset(),
+            read_at=time.monotonic(),
+            durations=dict(durations),
+        )
+
+    def _note(self, view: ServerView) -> None:
+        """One log line per state change, not one per read."""
+        if view.ok:
+            if self._up is not True:
+                notes = []
+                if not view.full_view:
+                    notes.append("no PROCESS privilege: only this user's sessions are visible")
+                if not view.per_session_timeouts:
+                    notes.append("per-session wait_timeout unavailable: using the global one")
+                log.info(
+                    "%s: up: %s, source %s%s",
+                    self.target,
+                    view.version,
+                    view.source,
+                    "".join(f"; {n}" for n in notes),
+                )
+                self._up = True
+            elif view.source != self._source:
+                log.info("%s: source now %s", self.target, view.source)
+            self._source = view.source
+            return
+        if self._up is not False:
+            log.warning("%s: down: %s", self.target, view.error)
+            self._up = False
+
+
+def _remaining(deadline: float) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise ServerTimeout("timed out")
+    return remaining
+
+
+def _phase(started: float, connecting_before: float, conn: ServerConnection) -> float:
+    """Seconds a phase took, without any reconnect inside it (counted under "connect")."""
+    elapsed = time.monotonic() - started
+    return max(elapsed - (conn.connect_seconds - connecting_before), 0.0)
+
+
+def _own_ids(info: ConnectionInfo) -> frozenset[int]:
+    # Only the current connection: session ids restart at 1 when the server restarts, so
+    # an old id of ours may by now belong to somebody else.
+    return frozenset({info.connection_id})
+
+
+def _own_endpoints(info: ConnectionInfo) -> frozenset[Endpoint]:
+    return frozenset({info.local}) if info.local is not None else frozenset()
+
+
+def _info(conn: ServerConnection) -> ConnectionInfo:
+    info = conn.info
+    if info is None:
+        raise ServerError("connection lost")
+    return info
+
+
+def _timeouts(rows: list[tuple[object, ...]]) -> tuple[float | None, float | None]:
+    if not rows:
+        return None, None
+    row = rows[0]
+    return _seconds(row[0] if row else None), _seconds(row[1] if len(row) > 1 else None)
+
+
+def _seconds(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
+        return None
+    try:
+        return float(value)
+    except (ValueError, ArithmeticError):
+        return None

@@ -1,0 +1,383 @@
+"""Where the server lists its sessions: the SQL per source and pure row -> Session conversion.
+
+Every processlist query returns the same ten columns (``COLUMNS``), with NULL where a
+source lacks one, so one conversion serves all sources. Query text (``INFO``) is never
+selected: it can hold secrets.
+
+Sources:
+- ``information_schema``: ``information_schema.PROCESSLIST`` (any server; ``TIME_MS`` on
+  MariaDB). Builds the whole list under a global mutex on the server.
+- ``performance_schema.threads``: ``performance_schema.threads`` joined with
+  ``socket_instances`` for the client IP and port (MariaDB with ``performance_schema=ON``,
+  MySQL 5.7 and 8.0). No global mutex.
+- ``performance_schema.processlist``: MySQL 8.0.22+ ``performance_schema.processlist``,
+  with ``socket_instances`` for the port and ``variables_by_thread`` for each session's
+  own ``wait_timeout``.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Literal
+
+from exporter.addresses import endpoint, is_ip, normalise_ip, parse_processlist_host
+from exporter.model import Endpoint, Flavor, Session
+
+Prefer = Literal["auto", "information_schema", "performance_schema"]
+
+
+# A name-resolving server shows exactly these two client addresses as "localhost"
+# (mysys ip_to_hostname special-cases INADDR_LOOPBACK and in6addr_loopback); any other
+# address, 127.0.0.2 or Debian's 127.0.1.1 included, goes through reverse DNS.
+LOCALHOST_IPS = frozenset({"127.0.0.1", "::1"})
+
+
+class Source(enum.Enum):
+    INFORMATION_SCHEMA = "information_schema"
+    PS_THREADS = "performance_schema.threads"
+    PS_PROCESSLIST = "performance_schema.processlist"
+
+    @property
+    def family(self) -> str:
+        """``information_schema`` or ``performance_schema``, the values ``prefer`` takes."""
+        return self.value.split(".", 1)[0]
+
+
+class SourceUnavailable(Exception):
+    """The preferred source cannot be used on this server; str() says why."""
+
+
+COLUMNS = ("id", "user", "host", "db", "command", "time", "time_ms", "ip", "port", "wait_timeout")
+
+VARIABLES_SQL = "SELECT @@global.wait_timeout, @@global.interactive_timeout"
+
+# --- capability probing (connect time only) -----------------------------------------
+
+PS_TABLES = ("threads", "socket_instances", "processlist", "variables_by_thread")
+
+# Appended to "SELECT VERSION(), CONNECTION_ID(), " by the connection. USER_PRIVILEGES
+# shows direct grants; a PROCESS granted through a role is found by PROCESS_FALLBACK_SQL.
+PROBE_COLUMNS_SQL = (
+    "@@global.performance_schema, @@global.skip_name_resolve, "
+    "(SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES"
+    " WHERE PRIVILEGE_TYPE = 'PROCESS' AND GRANTEE = CONCAT('''',"
+    " LEFT(CURRENT_USER(), CHAR_LENGTH(CURRENT_USER())"
+    " - CHAR_LENGTH(SUBSTRING_INDEX(CURRENT_USER(), '@', -1)) - 1),"
+    " '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')), "
+    "(SELECT GROUP_CONCAT(TABLE_NAME) FROM information_schema.TABLES"
+    " WHERE TABLE_SCHEMA = 'performance_schema'"
+    " AND TABLE_NAME IN ('threads', 'socket_instances', 'processlist', 'variables_by_thread'))"
+)
+
+# InnoDB's information_schema tables answer error 1227 without PROCESS, roles included.
+PROCESS_FALLBACK_SQL = "SELECT COUNT(*) FROM information_schema.INNODB_METRICS WHERE NAME = ''"
+
+# performance_schema can be on while socket instrumentation is off; then socket_instances
+# would be empty and every socket would look like a phantom. The exporter's own TCP
+# session must show up there.
+PS_SOCKETS_CHECK_SQL = (
+    "SELECT COUNT(*) FROM performance_schema.threads AS t"
+    " JOIN performance_schema.socket_instances AS s ON s.THREAD_ID = t.THREAD_ID"
+    " WHERE t.PROCESSLIST_ID = CONNECTION_ID() AND s.PORT > 0"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What the server and the exporter's user allow, learned once per connection."""
+
+    process: bool = False
+    performance_schema: bool = False
+    names_resolved: bool = False
+    ps_tables: frozenset[str] = frozenset()
+    ps_sockets: bool = False  # PS_SOCKETS_CHECK_SQL found the exporter's own socket
+
+    @property
+    def needs_ps_check(self) -> bool:
+        return self.performance_schema and {"threads", "socket_instances"} <= self.ps_tables
+
+
+def parse_probe(row: Sequence[object]) -> Capabilities:
+    """Capabilities from PROBE_COLUMNS_SQL's four columns."""
+    ps, skip_name_resolve, process_grants, tables = (list(row) + [None] * 4)[:4]
+    names = _text(tables) or ""
+    return Capabilities(
+        process=(_int(process_grants) or 0) > 0,
+        performance_schema=bool(_int(ps)),
+        names_resolved=not bool(_int(skip_name_resolve)),
+        ps_tables=frozenset(n.strip().lower() for n in names.split(",") if n.strip()),
+    )
+
+
+def flavor_of(version: str) -> Flavor:
+    return Flavor.MARIADB if "mariadb" in version.lower() else Flavor.MYSQL
+
+
+def choose_source(flavor: Flavor, caps: Capabilities, prefer: Prefer = "auto") -> Source:
+    """The source to read, or SourceUnavailable when ``prefer`` names one that is not."""
+    ps_usable = caps.performance_schema and caps.ps_sockets and {
+        "threads", "socket_instances"} <= caps.ps_tables
+    ps_source = None
+    if ps_usable:
+        ps_source = (
+            Source.PS_PROCESSLIST
+            if flavor is Flavor.MYSQL and "processlist" in caps.ps_tables
+            else Source.PS_THREADS
+        )
+    if prefer == "information_schema":
+        return Source.INFORMATION_SCHEMA
+    if prefer == "performance_schema":
+        if ps_source is None:
+            raise SourceUnavailable(f"performance_schema source unavailable: {_ps_why(caps)}")
+        return ps_source
+    return ps_source or Source.INFORMATION_SCHEMA
+
+
+def _ps_why(caps: Capabilities) -> str:
+    if not caps.performance_schema:
+        return "performance_schema is OFF"
+    missing = sorted({"threads", "socket_instances"} - caps.ps_tables)
+    if missing:
+        return "no SELECT on performance_schema." + ", performance_schema.".join(missing)
+    return "socket_instances does not list client connections (socket instruments off?)"
+
+
+# --- processlist queries -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    sql: str
+    args: tuple[str, ...] = ()
+
+
+_IS_SELECT = (
+    "SELECT ID, USER, HOST, DB, COMMAND, TIME, {time_ms}, NULL, NULL, NULL"
+    " FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID()"
+)
+
+_PS_THREADS_SELECT = (
+    "SELECT t.PROCESSLIST_ID, t.PROCESSLIST_USER, t.PROCESSLIST_HOST, t.PROCESSLIST_DB,"
+    " t.PROCESSLIST_COMMAND, t.PROCESSLIST_TIME, NULL, s.IP, s.PORT, NULL"
+    " FROM performance_schema.threads AS t"
+    " LEFT JOIN performance_schema.socket_instances AS s"
+    " ON s.THREAD_ID = t.THREAD_ID AND s.EVENT_NAME = 'wait/io/socket/sql/client_connection'"
+    " WHERE t.TYPE = 'FOREGROUND' AND t.PROCESSLIST_ID IS NOT NULL"
+    " AND t.PROCESSLIST_ID <> CONNECTION_ID()"
+)
+
+_PS_PROCESSLIST_SELECT = (
+    "SELECT p.ID, p.USER, p.HOST, p.DB, p.COMMAND, p.TIME, NULL, s.IP, s.PORT, {timeout}"
+    " FROM performance_schema.processlist AS p"
+    " LEFT JOIN performance_schema.threads AS t ON t.PROCESSLIST_ID = p.ID"
+    " LEFT JOIN performance_schema.socket_instances AS s"
+    " ON s.THREAD_ID = t.THREAD_ID AND s.EVENT_NAME = 'wait/io/socket/sql/client_connection'"
+    "{join} WHERE p.ID <> CONNECTION_ID()"
+)
+_VARIABLES_JOIN = (
+    " LEFT JOIN performance_schema.variables_by_thread AS v"
+    " ON v.THREAD_ID = t.THREAD_ID AND v.VARIABLE_NAME = 'wait_timeout'"
+)
+
+
+def processlist_query(
+    source: Source,
+    client_ips: frozenset[str] | None,
+    *,
+    flavor: Flavor = Flavor.MARIADB,
+    caps: Capabilities | None = None,
+) -> Query:
+    """The one processlist query of a read; ``client_ips`` filters on the server side."""
+    caps = caps or Capabilities()
+    if source is Source.INFORMATION_SCHEMA:
+        time_ms = "TIME_MS" if flavor is Flavor.MARIADB else "NULL"
+        sql = _IS_SELECT.format(time_ms=time_ms)
+        patterns = host_patterns(client_ips, names_resolved=caps.names_resolved)
+        if patterns is None:
+            return Query(sql)
+        if not patterns:
+            return Query(sql + " AND FALSE")
+        condition = " OR ".join(["HOST LIKE %s ESCAPE '!'"] * len(patterns))
+        return Query(f"{sql} AND ({condition})", patterns)
+    if source is Source.PS_THREADS:
+        sql = _PS_THREADS_SELECT
+    else:
+        per_session = "variables_by_thread" in caps.ps_tables
+        sql = _PS_PROCESSLIST_SELECT.format(
+            timeout="v.VARIABLE_VALUE" if per_session else "NULL",
+            join=_VARIABLES_JOIN if per_session else "",
+        )
+    ips = socket_ips(client_ips)
+    if ips is None:
+        return Query(sql)
+    if not ips:
+        return Query(sql + " AND FALSE")
+    placeholders = ", ".join(["%s"] * len(ips))
+    return Query(f"{sql} AND s.IP IN ({placeholders})", ips)
+
+
+def _wanted(client_ips: Iterable[str]) -> list[str]:
+    return sorted({normalise_ip(ip) for ip in client_ips if ip.strip()})
+
+
+def host_patterns(
+    client_ips: frozenset[str] | None, *, names_resolved: bool = False
+) -> tuple[str, ...] | None:
+    """LIKE patterns (escape character ``!``) on information_schema HOST for these client
+    IPs; None means "do not filter" (no filter asked, or the server shows host names that
+    cannot be told apart from the IPs)."""
+    if client_ips is None:
+        return None
+    wanted = _wanted(client_ips)
+    if names_resolved and any(ip not in LOCALHOST_IPS for ip in wanted):
+        return None
+    patterns: list[str] = []
+    for ip in wanted:
+        patterns.append(escape_like(ip) + ":%")
+        if _is_ipv4(ip):
+            patterns.append(escape_like("::ffff:" + ip) + ":%")
+    if LOCALHOST_IPS.intersection(wanted):
+        patterns.append("localhost:%")
+    return tuple(dict.fromkeys(patterns))
+
+
+def socket_ips(client_ips: frozenset[str] | None) -> tuple[str, ...] | None:
+    """Values for ``socket_instances.IP IN (...)``: IPv4 clients of a dual-stack server show
+    as ``::ffff:a.b.c.d`` there, so both forms are asked for."""
+    if client_ips is None:
+        return None
+    values: list[str] = []
+    for ip in _wanted(client_ips):
+        values.append(ip)
+        if _is_ipv4(ip):
+            values.append("::ffff:" + ip)
+    return tuple(values)
+
+
+def escape_like(text: str) -> str:
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(text), ipaddress.IPv4Address)
+    except ValueError:
+        return False
+
+
+# --- rows -> sessions (pure) -----------------------------------------------------------
+
+
+def rows_to_sessions(
+    rows: Iterable[Sequence[object]],
+    *,
+    own_ids: frozenset[int] = frozenset(),
+    client_ips: frozenset[str] | None = None,
+    names_resolved: bool = False,
+) -> tuple[Session, ...]:
+    """Sessions from processlist rows in ``COLUMNS`` order, without the exporter's own and,
+    when ``client_ips`` is given, only those that can be this watcher's clients."""
+    wanted = frozenset(_wanted(client_ips)) if client_ips is not None else None
+    sessions: list[Session] = []
+    for row in rows:
+        session = row_to_session(row)
+        if session is None or session.id in own_ids:
+            continue
+        if wanted is not None and not client_wanted(
+            session.client, wanted, names_resolved=names_resolved
+        ):
+            continue
+        sessions.append(session)
+    return tuple(sessions)
+
+
+def row_to_session(row: Sequence[object]) -> Session | None:
+    """One processlist row -> Session; None for a row without a usable id. Never raises."""
+    values = (list(row) + [None] * len(COLUMNS))[: len(COLUMNS)]
+    raw_id, user, host, db, command, time_s, time_ms, ip, port, wait_timeout = values
+    session_id = _int(raw_id)
+    if session_id is None or session_id < 0:
+        return None
+    idle = _float(time_ms)
+    idle = idle / 1000.0 if idle is not None else (_float(time_s) or 0.0)
+    timeout = _float(wait_timeout)
+    return Session(
+        id=session_id,
+        client=_client(host, ip, port),
+        user=_text(user) or "",
+        db=_text(db),
+        command=_text(command) or "",
+        idle_seconds=max(idle, 0.0),
+        wait_timeout=timeout if timeout is not None and timeout > 0 else None,
+    )
+
+
+def client_wanted(client: Endpoint | None, wanted: frozenset[str], *, names_resolved: bool) -> bool:
+    """Whether a session's client can be one of the watcher's addresses (``wanted`` holds
+    normalised IPs)."""
+    if client is None:
+        return False
+    if client.ip in wanted:
+        return True
+    if client.ip == "localhost":
+        return bool(LOCALHOST_IPS & wanted)
+    # A name-resolving server shows host names; they may stand for one of ours.
+    return names_resolved and not is_ip(client.ip)
+
+
+def _client(host: object, ip: object, port: object) -> Endpoint | None:
+    ip_text = _text(ip)
+    port_number = _int(port)
+    if ip_text and port_number is not None and 0 < port_number < 65536:
+        return endpoint(ip_text, port_number)
+    text = _text(host)
+    if text is None:
+        return None
+    try:
+        return parse_processlist_host(text)
+    except ValueError:  # e.g. non-ASCII digits in the port part
+        return None
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", errors="replace")
+    return value if isinstance(value, str) else str(value)
+
+
+def _int(value: object) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    number = _float(value)
+    if number is None or number != number or number in (float("inf"), float("-inf")):
+        return None
+    return int(number)
+
+
+def _float(value: object) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float | Decimal):
+        try:
+            number = float(value)
+        except (InvalidOperation, ValueError, OverflowError):
+            return None
+    else:
+        text = _text(value)
+        if text is None or len(text) > 40:
+            return None
+        try:
+            number = float(text.strip())
+        except ValueError:
+            return None
+    if number != number or number in (float("inf"), float("-inf")):
+        return None
+    return number

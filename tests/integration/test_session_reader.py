@@ -1,0 +1,480 @@
+"""SessionReader against a real, throwaway MariaDB server."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pymysql
+import pytest
+
+from exporter.model import Endpoint, Flavor, ServerView, Session
+from exporter.sessions import OWN_WAIT_TIMEOUT, Credentials, SessionReader
+from exporter.sessions.reader import BUSY
+from tests.conftest import MariaDBFactory
+from tests.support.mariadb import MonitorUser, ThrowawayMariaDB
+
+pytestmark = pytest.mark.mariadb
+
+if TYPE_CHECKING:
+    Connection = pymysql.connections.Connection[Any]
+else:
+    Connection = pymysql.connections.Connection
+
+
+def make_reader(
+    server: ThrowawayMariaDB, user: MonitorUser | None = None, **kw: Any
+) -> SessionReader:
+    user = user or server.create_monitor_user()
+    return SessionReader(
+        f"{server.host}:{server.port}", server.host, server.port,
+        Credentials(user.user, user.password), **kw,
+    )
+
+
+def local_port(conn: Connection) -> int:
+    return int(conn._sock.getsockname()[1])  # type: ignore[attr-defined]
+
+
+def thread_id(conn: Connection) -> int:
+    return int(conn.thread_id())  # type: ignore[no-untyped-call]
+
+
+def by_port(view: ServerView) -> dict[int, Session]:
+    return {s.client.port: s for s in view.sessions if s.client is not None}
+
+
+def ok(view: ServerView) -> ServerView:
+    assert view.ok, view.error
+    return view
+
+
+@pytest.fixture(scope="module")
+def app_user(mariadb: ThrowawayMariaDB) -> Iterator[MonitorUser]:
+    """An application login (no privileges) whose sessions the exporter watches."""
+    user = mariadb.create_user("app", grants=())
+    yield user
+    mariadb.execute("DROP USER 'app'@'%'")
+
+
+@pytest.fixture
+def clients(
+    mariadb: ThrowawayMariaDB, app_user: MonitorUser
+) -> Iterator[Callable[..., Connection]]:
+    opened: list[Connection] = []
+
+    def open_client(server: ThrowawayMariaDB = mariadb, **kw: Any) -> Connection:
+        options: dict[str, Any] = {"user": app_user.user, "password": app_user.password}
+        options.update(kw)
+        conn = server.connect(**options)
+        opened.append(conn)
+        return conn
+
+    yield open_client
+    for conn in opened:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+@pytest.fixture
+def reader(mariadb: ThrowawayMariaDB) -> Iterator[SessionReader]:
+    r = make_reader(mariadb)
+    yield r
+    r.close()
+
+
+def run(conn: Connection, sql: str) -> list[tuple[Any, ...]]:
+    with conn.cursor() as cursor:
+        cursor.execute(sql)
+        return list(cursor.fetchall())
+
+
+def test_server_starts_fast(mariadb: ThrowawayMariaDB, mariadb_factory: MariaDBFactory) -> None:
+    server = mariadb_factory()
+    assert server.startup_seconds < 2.0, server.startup_seconds
+    assert mariadb.startup_seconds < 2.0, mariadb.startup_seconds
+    assert server.port != mariadb.port and server.pid != mariadb.pid
+
+
+def test_reads_client_sessions(
+    mariadb: ThrowawayMariaDB, reader: SessionReader, clients: Callable[..., Connection]
+) -> None:
+    first, second, third = clients(), clients(), clients(database="information_schema")
+    last_query: dict[int, float] = {}
+    for conn in (first, second, third):
+        run(conn, "SELECT 1")
+        last_query[local_port(conn)] = time.monotonic()
+        time.sleep(0.6)
+
+    view = ok(reader.read(None, timeout=5.0))
+    sessions = by_port(view)
+    for conn in (first, second, third):
+        port = local_port(conn)
+        session = sessions[port]
+        assert session.id == thread_id(conn)
+        assert session.client == Endpoint("127.0.0.1", port)
+        assert session.user == "app"
+        assert session.sleeping
+        expected_idle = view.read_at - last_query[port]
+        assert abs(session.idle_seconds - expected_idle) < 1.0, (session, expected_idle)
+        assert session.wait_timeout is None
+    assert sessions[local_port(third)].db == "information_schema"
+    assert sessions[local_port(first)].db is None
+    assert (sessions[local_port(first)].idle_seconds
+            > sessions[local_port(second)].idle_seconds
+            > sessions[local_port(third)].idle_seconds)
+
+    info = reader.connection.info
+    assert info is not None
+    assert view.own_session_ids == {info.connection_id}
+    assert info.connection_id not in {s.id for s in view.sessions}
+    assert view.own_client_endpoints == {info.local}
+    assert info.local is not None and info.local.port not in sessions
+    assert view.flavor is Flavor.MARIADB and "MariaDB" in view.version
+    assert view.source == "information_schema"
+    global_timeouts = mariadb.execute("SELECT @@global.wait_timeout, @@global.interactive_timeout")
+    assert (view.wait_timeout, view.interactive_timeout) == tuple(
+        float(v) for v in global_timeouts[0])
+    assert view.full_view and not view.per_session_timeouts
+    assert set(view.durations) == {"connect", "variables", "processlist"}
+    assert 0 < view.read_at <= time.monotonic()
+
+
+def test_busy_session_shows_its_command(
+    mariadb: ThrowawayMariaDB, reader: SessionReader, clients: Callable[..., Connection]
+) -> None:
+    busy = clients()
+    port = local_port(busy)
+    def sleep_query() -> None:
+        with contextlib.suppress(pymysql.err.OperationalError):  # KILL QUERY below
+            run(busy, "SELECT SLEEP(3)")
+
+    worker = threading.Thread(target=sleep_query)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 3
+        session = None
+        while time.monotonic() < deadline:
+            session = by_port(ok(reader.read(None, timeout=2.0))).get(port)
+            if session is not None and not session.sleeping:
+                break
+            time.sleep(0.05)
+        assert session is not None and session.command == "Query", session
+    finally:
+        mariadb.execute(f"KILL QUERY {thread_id(busy)}")
+        worker.join(5)
+
+
+def test_client_ips_filter(
+    reader: SessionReader, clients: Callable[..., Connection]
+) -> None:
+    local = clients()
+    other = clients(bind_address="127.0.0.2")
+    here, there = local_port(local), local_port(other)
+
+    only_local = by_port(ok(reader.read(frozenset({"127.0.0.1"}), timeout=2.0)))
+    assert here in only_local and there not in only_local
+    assert only_local[here].client == Endpoint("127.0.0.1", here)
+
+    only_other = by_port(ok(reader.read(frozenset({"127.0.0.2"}), timeout=2.0)))
+    assert set(only_other) == {there}
+    assert only_other[there].client == Endpoint("127.0.0.2", there)
+
+    both = by_port(ok(reader.read(frozenset({"127.0.0.2", "::ffff:127.0.0.1"}), timeout=2.0)))
+    assert {here, there} <= set(both)
+
+    assert ok(reader.read(frozenset({"10.9.9.9"}), timeout=2.0)).sessions == ()
+
+    before = reader.queries_sent
+    view = ok(reader.read(frozenset(), timeout=2.0))
+    assert view.sessions == () and reader.queries_sent - before == 1  # variables only
+
+
+def test_at_most_two_queries_per_read(
+    mariadb: ThrowawayMariaDB, reader: SessionReader, clients: Callable[..., Connection]
+) -> None:
+    clients()
+    ok(reader.read(None, timeout=2.0))  # connects and probes
+    monitor = mariadb.connect()
+    try:
+        def counters() -> tuple[int, int]:
+            return (mariadb.global_status("Questions", monitor),
+                    mariadb.global_status("Com_select", monitor))
+
+        # What measuring costs by itself: two consecutive reads of the counters.
+        q0, s0 = counters()
+        q1, s1 = counters()
+        own_questions, own_selects = (q1 - q0) * 2, (s1 - s0) * 2
+        reads = 5
+        sent_before = reader.queries_sent
+        q2, s2 = counters()
+        for client_ips in (None, frozenset({"127.0.0.1"})) * 2 + (None,):
+            ok(reader.read(client_ips, timeout=2.0))
+        q3, s3 = counters()
+    finally:
+        monitor.close()
+    assert reader.queries_sent - sent_before == 2 * reads
+    assert (q3 - q2) - own_questions // 2 == 2 * reads
+    assert (s3 - s2) - own_selects // 2 == 2 * reads
+
+
+def test_own_session_wait_timeout_is_raised(reader: SessionReader) -> None:
+    ok(reader.read(None, timeout=2.0))
+    rows = reader.connection.query("SELECT @@session.wait_timeout", timeout=2.0)
+    assert int(rows[0][0]) == OWN_WAIT_TIMEOUT
+
+
+def test_survives_its_own_wait_timeout(
+    mariadb: ThrowawayMariaDB, caplog: pytest.LogCaptureFixture
+) -> None:
+    original = mariadb.execute("SELECT @@global.wait_timeout")[0][0]
+    reader = make_reader(mariadb, session_wait_timeout=None)
+    try:
+        mariadb.execute("SET GLOBAL wait_timeout = 2")
+        try:
+            first = ok(reader.read(None, timeout=2.0))
+        finally:
+            mariadb.execute(f"SET GLOBAL wait_timeout = {int(original)}")
+        assert first.wait_timeout == 2.0
+        rows = reader.connection.query("SELECT @@session.wait_timeout", timeout=2.0)
+        assert int(rows[0][0]) == 2
+        time.sleep(3.5)  # the server drops the idle exporter session
+        with caplog.at_level(logging.INFO, logger="exporter.sessions"):
+            second = ok(reader.read(None, timeout=5.0))
+        assert second.own_session_ids != first.own_session_ids
+        assert reader.connection.connects == 2
+        assert second.durations["connect"] > 0
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    finally:
+        reader.close()
+
+
+def test_survives_kill(mariadb: ThrowawayMariaDB, reader: SessionReader) -> None:
+    first = ok(reader.read(None, timeout=2.0))
+    (own_id,) = first.own_session_ids
+    mariadb.execute(f"KILL {own_id}")
+    second = ok(reader.read(None, timeout=5.0))
+    assert second.own_session_ids != first.own_session_ids
+    assert reader.connection.connects == 2
+
+
+def test_survives_restart(mariadb_factory: MariaDBFactory) -> None:
+    server = mariadb_factory()
+    reader = make_reader(server)
+    try:
+        ok(reader.read(None, timeout=2.0))
+        old_pid = server.pid
+        server.restart()
+        assert server.pid != old_pid
+        view = ok(reader.read(None, timeout=5.0))
+        assert reader.connection.connects == 2
+        assert view.sessions == ()
+    finally:
+        reader.close()
+
+
+def test_down_and_up_logged_once_each(
+    mariadb_factory: MariaDBFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = mariadb_factory()
+    reader = make_reader(server)
+    try:
+        with caplog.at_level(logging.INFO, logger="exporter.sessions.reader"):
+            ok(reader.read(None, timeout=2.0))
+            ok(reader.read(None, timeout=2.0))
+            server.stop()
+            down = [reader.read(None, timeout=2.0) for _ in range(3)]
+            server.start()
+            ok(reader.read(None, timeout=5.0))
+            ok(reader.read(None, timeout=2.0))
+        for view in down:
+            assert not view.ok
+            assert view.error is not None and "cannot connect" in view.error
+            assert "Connection refused" in view.error
+        lines = [r.getMessage() for r in caplog.records if r.name == "exporter.sessions.reader"]
+        assert len(lines) == 3, lines
+        assert ": up: " in lines[0] and ": down: cannot connect" in lines[1]
+        assert ": up: " in lines[2]
+    finally:
+        reader.close()
+
+
+def test_hung_server_times_out_and_reads_do_not_queue(mariadb_factory: MariaDBFactory) -> None:
+    server = mariadb_factory()
+    reader = make_reader(server)
+    try:
+        ok(reader.read(None, timeout=2.0))
+        server.pause()
+        results: list[ServerView] = []
+        started = time.monotonic()
+        worker = threading.Thread(
+            target=lambda: results.append(reader.read(None, timeout=1.5)))
+        worker.start()
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        busy = reader.read(None, timeout=1.5)
+        assert time.monotonic() - t0 < 0.1
+        assert not busy.ok and busy.error == BUSY
+        worker.join(5)
+        elapsed = time.monotonic() - started
+        (hung,) = results
+        assert not hung.ok and hung.error is not None and "timed out" in hung.error
+        assert 1.4 < elapsed < 2.5, elapsed
+        server.resume()
+        ok(reader.read(None, timeout=5.0))
+    finally:
+        server.resume()
+        reader.close()
+
+
+def test_close_breaks_off_a_hung_read(mariadb_factory: MariaDBFactory) -> None:
+    server = mariadb_factory()
+    reader = make_reader(server)
+    ok(reader.read(None, timeout=2.0))
+    server.pause()
+    results: list[ServerView] = []
+    worker = threading.Thread(target=lambda: results.append(reader.read(None, timeout=10.0)))
+    worker.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    reader.close()
+    worker.join(5)
+    assert time.monotonic() - started < 1.0
+    assert results and not results[0].ok
+    after = reader.read(None, timeout=1.0)
+    assert not after.ok and after.error == "reader closed"
+
+
+def test_wrong_password(mariadb: ThrowawayMariaDB, caplog: pytest.LogCaptureFixture) -> None:
+    secret = "definitely-Wrong-p4ss"
+    reader = SessionReader("t", mariadb.host, mariadb.port, Credentials("exporter", secret))
+    try:
+        with caplog.at_level(logging.DEBUG):
+            view = reader.read(None, timeout=2.0)
+    finally:
+        reader.close()
+    assert not view.ok
+    assert view.error is not None
+    assert view.error.startswith("access denied: (1045) Access denied for user 'exporter'")
+    assert secret not in view.error
+    assert secret not in caplog.text
+    assert secret not in repr(reader) and secret not in repr(reader.connection)
+
+
+def test_user_without_process_sees_only_its_own(
+    mariadb: ThrowawayMariaDB, clients: Callable[..., Connection]
+) -> None:
+    plain = mariadb.create_user("noproc", grants=())
+    try:
+        app = clients()
+        own_other = clients(user=plain.user, password=plain.password)
+        reader = make_reader(mariadb, plain)
+        try:
+            view = ok(reader.read(None, timeout=2.0))
+        finally:
+            reader.close()
+        assert view.full_view is False
+        ports = by_port(view)
+        assert local_port(own_other) in ports and local_port(app) not in ports
+        assert {s.user for s in view.sessions} == {"noproc"}
+    finally:
+        mariadb.execute("DROP USER 'noproc'@'%'")
+
+
+def test_process_through_a_role_counts(mariadb_factory: MariaDBFactory) -> None:
+    server = mariadb_factory(monitor_user=False)
+    server.execute("CREATE ROLE monitoring")
+    server.execute("GRANT PROCESS ON *.* TO monitoring")
+    user = server.create_user("viarole", grants=())
+    server.execute("GRANT monitoring TO 'viarole'@'%'")
+    server.execute("SET DEFAULT ROLE monitoring FOR 'viarole'@'%'")
+    reader = make_reader(server, user)
+    try:
+        assert ok(reader.read(None, timeout=2.0)).full_view is True
+    finally:
+        reader.close()
+
+
+def test_performance_schema_source(mariadb_factory: MariaDBFactory) -> None:
+    server = mariadb_factory("--performance-schema=ON")
+    server.execute("GRANT SELECT ON performance_schema.* TO 'exporter'@'%'")
+    app = server.create_user("app", grants=())
+    conns = [server.connect(user=app.user, password=app.password),
+             server.connect(user=app.user, password=app.password, bind_address="127.0.0.2"),
+             server.connect(user=app.user, password=app.password)]
+    ps_reader = make_reader(server)
+    is_reader = make_reader(server, prefer="information_schema")
+    try:
+        for conn in conns:
+            run(conn, "SELECT 1")
+        ps_view = ok(ps_reader.read(None, timeout=2.0))
+        is_view = ok(is_reader.read(None, timeout=2.0))
+        assert ps_view.source == "performance_schema.threads"
+        assert is_view.source == "information_schema"
+
+        def key(view: ServerView, exclude: frozenset[int]) -> set[tuple[Any, ...]]:
+            return {(s.id, s.client, s.user, s.command)
+                    for s in view.sessions if s.id not in exclude}
+
+        # Each reader sees the other's session; leave both out.
+        both = ps_view.own_session_ids | is_view.own_session_ids
+        assert key(ps_view, both) == key(is_view, both)
+        ports = by_port(ps_view)
+        for conn in conns:
+            session = ports[local_port(conn)]
+            assert session.id == thread_id(conn) and session.sleeping
+        assert ps_view.own_session_ids.isdisjoint({s.id for s in ps_view.sessions})
+
+        filtered = by_port(ok(ps_reader.read(frozenset({"127.0.0.2"}), timeout=2.0)))
+        assert set(filtered) == {local_port(conns[1])}
+        filtered = by_port(ok(ps_reader.read(frozenset({"127.0.0.1"}), timeout=2.0)))
+        assert set(filtered) >= {local_port(conns[0]), local_port(conns[2])}
+        assert local_port(conns[1]) not in filtered
+    finally:
+        for conn in conns:
+            conn.close()
+        ps_reader.close()
+        is_reader.close()
+
+
+def test_performance_schema_preferred_but_off(mariadb: ThrowawayMariaDB) -> None:
+    reader = make_reader(mariadb, prefer="performance_schema")
+    try:
+        view = reader.read(None, timeout=2.0)
+    finally:
+        reader.close()
+    assert not view.ok
+    assert view.error == "performance_schema source unavailable: performance_schema is OFF"
+
+
+def test_name_resolving_server_shows_localhost(mariadb_factory: MariaDBFactory) -> None:
+    server = mariadb_factory("--skip-name-resolve=0")
+    app = server.create_user("app", grants=())
+    conn = server.connect(user=app.user, password=app.password)
+    reader = make_reader(server)
+    try:
+        port = local_port(conn)
+        view = ok(reader.read(frozenset({"127.0.0.1"}), timeout=2.0))
+        assert by_port(view)[port].client == Endpoint("localhost", port)
+        assert ok(reader.read(frozenset({"127.0.0.2"}), timeout=2.0)).sessions == ()
+    finally:
+        conn.close()
+        reader.close()
+
+
+def test_read_is_fast(reader: SessionReader, clients: Callable[..., Connection]) -> None:
+    for _ in range(20):
+        clients()
+    ok(reader.read(None, timeout=2.0))
+    timings = []
+    for _ in range(20):
+        started = time.perf_counter()
+        view = ok(reader.read(frozenset({"127.0.0.1"}), timeout=2.0))
+        timings.append(time.perf_counter() - started)
+        assert len(view.sessions) >= 20
+    timings.sort()
+    assert timings[len(timings) // 2] < 0.05, timings

@@ -1,0 +1,223 @@
+"""ServerConnection's retry and error rules, over a scripted fake PyMySQL connection.
+(The real-server behaviour is in tests/integration/test_session_reader.py.)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pymysql
+import pytest
+
+from exporter.model import Endpoint, Flavor
+from exporter.sessions import connection as connection_module
+from exporter.sessions.connection import (
+    ConnectFailed,
+    ConnectionLost,
+    QueryFailed,
+    ServerConnection,
+    ServerTimeout,
+)
+from exporter.sessions.credentials import Credentials
+
+SECRET = "top-Secret-123"
+PROBE_ROW = ("10.11.19-MariaDB", 42, 0, 1, 1, None)
+
+
+def lost() -> Exception:
+    return pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query")
+
+
+def timed_out() -> Exception:
+    try:
+        try:
+            raise TimeoutError("timed out")
+        except TimeoutError:
+            raise pymysql.err.OperationalError(2013, "Lost connection (timed out)") from None
+    except pymysql.err.OperationalError as exc:
+        exc.__suppress_context__ = False
+        return exc
+
+
+class FakeConnection:
+    """Stands in for exporter.sessions.connection._Connection."""
+
+    instances: list[FakeConnection] = []
+    script: list[Any] = []  # per statement after the probe: rows, or an exception
+    connect_error: Exception | None = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        if FakeConnection.connect_error is not None:
+            raise FakeConnection.connect_error
+        self.kwargs = kwargs
+        self.open = True
+        self.timeouts: list[float] = []
+        self.statements: list[str] = []
+        FakeConnection.instances.append(self)
+
+    def set_io_timeout(self, seconds: float) -> None:
+        self.timeouts.append(seconds)
+
+    def local_address(self) -> tuple[str, int]:
+        return ("::ffff:127.0.0.1", 50000 + len(FakeConnection.instances))
+
+    def abort(self) -> None:
+        self.open = False
+
+    def close(self) -> None:
+        self.open = False
+
+    def cursor(self) -> FakeCursor:
+        return FakeCursor(self)
+
+
+class FakeCursor:
+    def __init__(self, conn: FakeConnection) -> None:
+        self.conn = conn
+        self.rows: list[tuple[Any, ...]] = []
+
+    def __enter__(self) -> FakeCursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def execute(self, sql: str, args: tuple[object, ...]) -> None:
+        if not self.conn.open:
+            raise pymysql.err.InterfaceError(0, "")
+        self.conn.statements.append(sql)
+        if sql.startswith("SELECT VERSION(), CONNECTION_ID()"):
+            version, _, *rest = PROBE_ROW
+            self.rows = [(version, 42 + len(FakeConnection.instances), *rest)]
+            return
+        outcome = FakeConnection.script.pop(0)
+        if isinstance(outcome, BaseException):
+            if isinstance(outcome, pymysql.err.OperationalError) and outcome.args[0] in (
+                    2013, 2006):
+                self.conn.open = False
+            raise outcome
+        self.rows = outcome
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self.rows
+
+
+@pytest.fixture(autouse=True)
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(connection_module, "_Connection", FakeConnection)
+    FakeConnection.instances = []
+    FakeConnection.script = []
+    FakeConnection.connect_error = None
+    yield
+
+
+def make(**kw: Any) -> ServerConnection:
+    return ServerConnection("127.0.0.1", 3306, Credentials("exporter", SECRET), **kw)
+
+
+def test_connect_options_and_what_it_learns() -> None:
+    conn = make()
+    info = conn.connect(timeout=3.0)
+    (fake,) = FakeConnection.instances
+    kwargs = fake.kwargs
+    assert kwargs["ssl_disabled"] is True and "ssl" not in kwargs
+    assert kwargs["client_flag"] == 0 and kwargs["autocommit"] is True
+    assert kwargs["charset"] == "utf8mb4"
+    assert kwargs["init_command"] == "SET SESSION wait_timeout = 31536000"
+    assert kwargs["password"] == SECRET.encode()
+    assert 0 < kwargs["connect_timeout"] <= 3.0 and 0 < kwargs["read_timeout"] <= 3.0
+    assert info.flavor is Flavor.MARIADB and info.connection_id == 43
+    assert info.local == Endpoint("127.0.0.1", 50001)  # IPv4-mapped normalised
+    assert info.capabilities.process and not info.capabilities.names_resolved
+    assert conn.queries_sent == 3  # SET NAMES, SET SESSION wait_timeout, probe
+
+
+def test_no_raise_of_own_wait_timeout_when_asked() -> None:
+    make(session_wait_timeout=None).connect(timeout=1.0)
+    assert "init_command" not in FakeConnection.instances[0].kwargs
+
+
+def test_lost_connection_is_reopened_once_within_the_call() -> None:
+    conn = make()
+    conn.connect(timeout=1.0)
+    FakeConnection.script = [lost(), [(1,)]]
+    assert conn.query("SELECT 1", timeout=2.0) == [(1,)]
+    assert conn.connects == 2 and len(FakeConnection.instances) == 2
+    assert conn.info is not None and conn.info.connection_id == 44
+
+
+def test_already_closed_socket_counts_as_lost() -> None:
+    conn = make()
+    conn.connect(timeout=1.0)
+    FakeConnection.instances[0].open = False
+    FakeConnection.script = [[(2,)]]
+    assert conn.query("SELECT 2", timeout=2.0) == [(2,)]
+    assert conn.connects == 2
+
+
+def test_lost_twice_gives_up() -> None:
+    conn = make()
+    conn.connect(timeout=1.0)
+    FakeConnection.script = [lost(), lost()]
+    with pytest.raises(ConnectionLost, match=r"connection lost: \(2013\)"):
+        conn.query("SELECT 1", timeout=2.0)
+    assert conn.connects == 2
+
+
+def test_timeout_is_not_retried() -> None:
+    conn = make()
+    conn.connect(timeout=1.0)
+    FakeConnection.script = [timed_out()]
+    with pytest.raises(ServerTimeout, match="timed out after"):
+        conn.query("SELECT 1", timeout=2.0)
+    assert conn.connects == 1 and not conn.connected
+
+
+def test_server_error_keeps_the_connection() -> None:
+    conn = make()
+    conn.connect(timeout=1.0)
+    FakeConnection.script = [pymysql.err.ProgrammingError(1146, "Table 'x' doesn't exist")]
+    with pytest.raises(QueryFailed) as info:
+        conn.query("SELECT * FROM x", timeout=2.0)
+    assert info.value.code == 1146 and str(info.value) == "(1146) Table 'x' doesn't exist"
+    assert conn.connected and conn.connects == 1
+
+
+def test_connect_errors_hide_the_password() -> None:
+    FakeConnection.connect_error = pymysql.err.OperationalError(
+        1045, f"Access denied for user 'exporter' (password {SECRET})")
+    with pytest.raises(ConnectFailed) as info:
+        make().connect(timeout=1.0)
+    assert str(info.value) == (
+        "access denied: (1045) Access denied for user 'exporter' (password ***)")
+    assert SECRET not in repr(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_runtime_error_from_pymysql_is_a_connect_failure() -> None:
+    FakeConnection.connect_error = RuntimeError(
+        "'cryptography' package is required for sha256_password or caching_sha2_password")
+    with pytest.raises(ConnectFailed, match="cannot connect: 'cryptography' package"):
+        make().connect(timeout=1.0)
+
+
+def test_deadline_already_passed() -> None:
+    with pytest.raises(ServerTimeout):
+        make().query("SELECT 1", timeout=0.0)
+    assert FakeConnection.instances == []
+
+
+def test_io_timeout_follows_the_deadline() -> None:
+    conn = make()
+    conn.connect(timeout=5.0)
+    FakeConnection.script = [[(1,)]]
+    conn.query("SELECT 1", timeout=0.5)
+    assert 0 < FakeConnection.instances[0].timeouts[-1] <= 0.5
+
+
+def test_closed_for_good() -> None:
+    conn = make()
+    conn.connect(timeout=1.0)
+    conn.close()
+    with pytest.raises(connection_module.ServerError, match="connection closed"):
+        conn.query("SELECT 1", timeout=1.0)
