@@ -168,9 +168,11 @@ def correlate(
         if server_usable and s.state is TcpState.ESTABLISHED and not s.gone
     }
     matched_now = {key for key, session in matches.items() if session is not None}
-    if matched_now:
+    # A live connection that matched before still proves correlation works, even if its
+    # session is gone now (that is what makes it a phantom rather than unmatched).
+    if matched_now or any(key in memory.matched for key in matches):
         working = True
-    elif any(s.state is TcpState.ESTABLISHED and not s.gone for s in considered) and server_usable:
+    elif matches:
         working = False
     else:
         working = memory.correlation_working

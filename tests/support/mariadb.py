@@ -134,6 +134,7 @@ class ThrowawayMariaDB:
         self.socket_path = self.base / "mariadb.sock"
         self.log_path = self.base / "error.log"
         self.pid_path = self.base / "mariadb.pid"
+        self.tmpdir = self.base / "tmp"
         self.port = 0
         self.startup_seconds = 0.0
         self.monitor: MonitorUser | None = None
@@ -166,6 +167,7 @@ class ThrowawayMariaDB:
             return self
         if not (self.datadir / "mysql").is_dir():
             shutil.copytree(template_datadir(), self.datadir, symlinks=True)
+        self.tmpdir.mkdir(parents=True, exist_ok=True)
         fixed_port = self.port != 0
         for attempt in range(5):
             if not fixed_port:
@@ -189,6 +191,9 @@ class ThrowawayMariaDB:
             "--user=root" if os.geteuid() == 0 else f"--user={os.getuid()}",
             f"--pid-file={self.pid_path}",
             f"--log-error={self.log_path}",
+            # Every mariadbd deletes the #sql* files in its tmpdir at start: a shared /tmp
+            # lets parallel servers break each other's temporary tables.
+            f"--tmpdir={self.tmpdir}",
             *BASE_ARGS,
             *self.extra_args,
         ]

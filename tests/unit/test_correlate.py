@@ -222,6 +222,13 @@ def test_correlation_working_is_remembered_while_no_socket_exists() -> None:
     assert [i.state for i in snap.items] == [State.UNMATCHED]
 
 
+def test_a_lone_phantom_keeps_correlation_working() -> None:
+    _, memory = correlate("db", [sock(5000)], view(sess(1, 5000)), SETTINGS, Memory(), NOW)
+    snap, _ = correlate("db", [sock(5000)], view(), SETTINGS, memory, NOW + 1)
+    assert [i.state for i in snap.items] == [State.PHANTOM]
+    assert snap.correlation_working
+
+
 def test_memory_is_bounded_to_present_connections() -> None:
     memory = Memory()
     for port in range(5000, 5100):

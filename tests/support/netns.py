@@ -1,0 +1,288 @@
+"""Two network namespaces joined by a veth pair, with nftables to play a middlebox.
+
+    with NetnsPair() as pair:
+        db = NamespacedMariaDB(pair).start()            # mariadbd in pair.server_ns
+        worker = NsWorker(pair, "app", db.host, db.port, "app", password)  # client ns
+        exporter = NsExporterProcess(pair, [...]).start()                  # client ns
+        pair.block_server_teardown(db.port)   # the server's FIN and RST never arrive
+        pair.drop_all()                        # the path swallows everything
+        pair.unblock()
+
+Everything that talks TCP to the server runs in the client namespace (`ip netns exec`);
+the test process itself stays in the root namespace and reaches the server through its
+unix socket (path sockets work across network namespaces) and the exporter through a TCP
+socket opened inside the client namespace by a helper thread (`setns` changes only the
+calling thread). Names carry a random tag (`mie-srv-<tag>`, `mie-cli-<tag>`) and the
+addresses are a random 10.231.x.y/30 that exists only inside the two namespaces, so
+parallel runs do not collide and no traffic leaves them. `close()` (also on a failed
+setup) kills what still runs in the namespaces, deletes the nft tables and the namespaces;
+the veth pair goes with them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import http.client
+import os
+import random
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import pymysql
+import pytest
+
+from exporter.throwaway import ThrowawayMariaDB
+from tests.support.exporter_process import ExporterProcess, Worker
+
+CLONE_NEWNET = 0x40000000
+NETNS_DIR = "/run/netns"
+T = TypeVar("T")
+
+
+class NetnsError(RuntimeError):
+    """A namespace, veth or nftables command failed."""
+
+
+def _run(argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    try:
+        result = subprocess.run(list(argv), capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise NetnsError(f"{' '.join(argv)}: {error}") from error
+    if check and result.returncode != 0:
+        raise NetnsError(f"{' '.join(argv)}: {(result.stderr or result.stdout).strip()}")
+    return result
+
+
+class NetnsPair:
+    """A server namespace and a client namespace joined by a veth pair (a /30)."""
+
+    def __init__(self) -> None:
+        tag = secrets.token_hex(3)
+        self.tag = tag
+        self.server_ns = f"mie-srv-{tag}"
+        self.client_ns = f"mie-cli-{tag}"
+        self.server_veth = f"mies{tag}"  # interface names: at most 15 characters
+        self.client_veth = f"miec{tag}"
+        third, fourth = random.randrange(256), random.randrange(0, 256, 4)
+        self.server_addr = f"10.231.{third}.{fourth + 1}"
+        self.client_addr = f"10.231.{third}.{fourth + 2}"
+        self.table = f"mie_fault_{tag}"
+        self._namespaces: list[str] = []
+        self._processes: list[subprocess.Popen[Any]] = []
+
+    # --- setup and cleanup ---------------------------------------------------------------
+
+    def __enter__(self) -> NetnsPair:
+        try:
+            self.setup()
+        except NetnsError as error:
+            self.close()
+            pytest.fail(
+                f"cannot build the test network namespaces ({error}). The netns fault tests "
+                "need root (CAP_SYS_ADMIN and CAP_NET_ADMIN), iproute2's `ip netns` and "
+                "nftables (`nft`).",
+                pytrace=False,
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def setup(self) -> None:
+        for ns in (self.server_ns, self.client_ns):
+            _run(["ip", "netns", "add", ns])
+            self._namespaces.append(ns)
+        # Created directly inside the namespaces: nothing is ever added to the root one.
+        _run(["ip", "link", "add", self.server_veth, "netns", self.server_ns, "type", "veth",
+              "peer", "name", self.client_veth, "netns", self.client_ns])
+        for ns, veth, addr in ((self.server_ns, self.server_veth, self.server_addr),
+                               (self.client_ns, self.client_veth, self.client_addr)):
+            _run([*self.prefix(ns), "ip", "link", "set", "lo", "up"])
+            _run([*self.prefix(ns), "ip", "addr", "add", f"{addr}/30", "dev", veth])
+            _run([*self.prefix(ns), "ip", "link", "set", veth, "up"])
+            # An empty filter chain now, so a missing nft fails the setup, not a test.
+            _run([*self.prefix(ns), "nft", "add", "table", "inet", self.table])
+            _run([*self.prefix(ns), "nft", "add", "chain", "inet", self.table, "input",
+                  "{ type filter hook input priority -150 ; policy accept ; }"])
+
+    def close(self) -> None:
+        for process in self._processes:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+        for ns in self._namespaces:
+            # Whatever still runs inside our own namespaces was started by this test.
+            listing = _run(["ip", "netns", "pids", ns], check=False).stdout.split()
+            for pid in (int(p) for p in listing if p.isdigit()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+                    os.kill(pid, signal.SIGKILL)
+            _run([*self.prefix(ns), "nft", "delete", "table", "inet", self.table], check=False)
+        for ns in reversed(self._namespaces):
+            _run(["ip", "netns", "del", ns], check=False)
+        self._namespaces.clear()
+
+    # --- running things inside ------------------------------------------------------------
+
+    @staticmethod
+    def prefix(ns: str) -> list[str]:
+        return ["ip", "netns", "exec", ns]
+
+    def run_in(self, ns: str, argv: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen[Any]:
+        """Start argv inside namespace `ns`; killed by close() if still running."""
+        process: subprocess.Popen[Any] = subprocess.Popen(
+            [*self.prefix(ns), *argv], **popen_kwargs)
+        self._processes.append(process)
+        return process
+
+    def exec_in(self, ns: str, argv: Sequence[str]) -> str:
+        """Run argv inside `ns` to completion and return its output."""
+        return _run([*self.prefix(ns), *argv]).stdout
+
+    def in_namespace(self, ns: str, function: Callable[[], T]) -> T:
+        """Call `function` on a helper thread that has joined namespace `ns` (sockets it
+        creates stay in that namespace; the test process's other threads are untouched)."""
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                fd = os.open(os.path.join(NETNS_DIR, ns), os.O_RDONLY)
+                try:
+                    if libc.setns(fd, CLONE_NEWNET) != 0:
+                        error = ctypes.get_errno()
+                        raise OSError(error, f"setns {ns}: {os.strerror(error)}")
+                finally:
+                    os.close(fd)
+                outcome["value"] = function()
+            except BaseException as error:
+                outcome["error"] = error
+
+        thread = threading.Thread(target=run, name=f"netns-{ns}", daemon=True)
+        thread.start()
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]  # type: ignore[no-any-return]
+
+    def connect(self, ns: str, address: tuple[str, int], timeout: float) -> socket.socket:
+        return self.in_namespace(ns, lambda: socket.create_connection(address, timeout))
+
+    # --- the middlebox --------------------------------------------------------------------
+
+    def _rule(self, ns: str, rule: str) -> None:
+        _run([*self.prefix(ns), "nft", "add", "rule", "inet", self.table, "input",
+              *rule.split()])
+
+    def block_server_teardown(self, port: int) -> None:
+        """Drop, on arrival in the client namespace, every TCP packet from the server's
+        `port` that carries FIN or RST: the client never learns the server ended a session."""
+        self._rule(self.client_ns, f"ip saddr {self.server_addr} tcp sport {port} "
+                                   "tcp flags & (fin | rst) != 0 counter drop")
+
+    def drop_all(self) -> None:
+        """A hung path: every packet between the two namespaces vanishes (dropped on
+        arrival, so no sender gets a local error)."""
+        self._rule(self.client_ns, f"ip saddr {self.server_addr} counter drop")
+        self._rule(self.server_ns, f"ip saddr {self.client_addr} counter drop")
+
+    def unblock(self) -> None:
+        for ns in (self.server_ns, self.client_ns):
+            _run([*self.prefix(ns), "nft", "flush", "chain", "inet", self.table, "input"])
+
+    def dropped_packets(self) -> int:
+        """Packets the rules above have dropped since they were added."""
+        total = 0
+        for ns in (self.server_ns, self.client_ns):
+            listing = _run([*self.prefix(ns), "nft", "list", "chain", "inet", self.table,
+                            "input"]).stdout
+            total += sum(int(n) for n in re.findall(r"counter packets (\d+)", listing))
+        return total
+
+    def tcp_states(self, ns: str, port: int) -> dict[int, str]:
+        """Local port -> TCP state of the sockets in `ns` whose remote port is `port`."""
+        states = {}
+        for line in self.exec_in(ns, ["ss", "-tanH", f"dport = :{port}"]).splitlines():
+            fields = line.split()
+            if len(fields) >= 4:
+                states[int(fields[3].rsplit(":", 1)[1])] = fields[0]
+        return states
+
+
+class NamespacedMariaDB(ThrowawayMariaDB):
+    """A throwaway MariaDB listening on the server namespace's veth address. The test
+    process reaches it through its unix socket."""
+
+    def __init__(self, pair: NetnsPair, extra_args: Sequence[str] = (), port: int = 3306
+                 ) -> None:
+        super().__init__(extra_args, host=pair.server_addr, port=port,
+                         command_prefix=pair.prefix(pair.server_ns))
+
+    def connect(self, **kwargs: object) -> pymysql.connections.Connection:  # type: ignore[type-arg]
+        options: dict[str, object] = {
+            "unix_socket": str(self.socket_path),
+            "user": "root",
+            "password": "",
+            "connect_timeout": 5,
+            "autocommit": True,
+        }
+        options.update(kwargs)
+        return pymysql.connect(**options)  # type: ignore[arg-type]
+
+
+class NsWorker(Worker):
+    """tests/support/worker.py inside the client namespace."""
+
+    def __init__(self, pair: NetnsPair, name: str, host: str, port: int, user: str,
+                 password: str, connections: int = 1) -> None:
+        self.process = pair.run_in(
+            pair.client_ns,
+            [sys.executable, "-m", "tests.support.worker", name, host, str(port), user,
+             str(connections)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "WORKER_PASSWORD": password},
+        )
+        ready = self._line()
+        assert ready.startswith("ready"), ready
+        self.ports = [int(p) for p in ready.split()[1:]]
+
+
+class _NsHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, pair: NetnsPair, ns: str, host: str, port: int, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._pair, self._ns = pair, ns
+
+    def connect(self) -> None:
+        self.sock = self._pair.connect(self._ns, (self.host, self.port), self.timeout)
+
+
+class NsExporterProcess(ExporterProcess):
+    """The real exporter command inside the client namespace, scraped from the test
+    process through a socket opened in that namespace."""
+
+    def __init__(self, pair: NetnsPair, args: Sequence[str],
+                 env: Mapping[str, str] | None = None) -> None:
+        super().__init__(args, env)
+        self.args = [*pair.prefix(pair.client_ns), *self.args]
+        self._pair = pair
+
+    def get(self, path: str, headers: Mapping[str, str] | None = None,
+            timeout: float = 15.0) -> tuple[int, str]:
+        connection = _NsHTTPConnection(self._pair, self._pair.client_ns, "127.0.0.1",
+                                       self.port, timeout)
+        try:
+            connection.request("GET", path, headers=dict(headers or {}))
+            response = connection.getresponse()
+            return response.status, response.read().decode()
+        finally:
+            connection.close()
