@@ -268,8 +268,10 @@ class SnapshotCollector(Collector):
             labels=["target", "process"],
         )
         for t in targets:
-            for process, total in sorted(t.dropped_totals.items()):
-                drops.add_metric([t.target, process], float(total))
+            # Zero from a process's first sighting, so increase() sees its first drop.
+            processes = set(t.dropped_totals) | {_process_of(item) for item in t.items}
+            for process in sorted(processes):
+                drops.add_metric([t.target, process], float(t.dropped_totals.get(process, 0)))
         yield drops
 
     def _self_metrics(self, targets: Sequence[TargetSnapshot]) -> Iterator[Metric]:

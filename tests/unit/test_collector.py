@@ -62,6 +62,8 @@ def test_contract_metrics_and_values() -> None:
     assert value(samples, "mysql_idle_session_headroom_seconds", process="worker", pid="4242",
                  session_id="2", user="app", db="shop", **t) == 20
     assert value(samples, "mysql_idle_sessions_dropped_total", process="worker", **t) == 1
+    # A process that never dropped anything still has its counter, at 0.
+    assert value(samples, "mysql_idle_sessions_dropped_total", process="web", **t) == 0
     assert value(samples, "mysql_idle_session_idle_seconds_count", process="worker", **t) == 2
     assert value(samples, "mysql_idle_session_idle_seconds_sum", process="worker", **t) == 680
     assert value(samples, "mysql_idle_client_idle_seconds_count", process="web", **t) == 1
