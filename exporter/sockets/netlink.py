@@ -1,0 +1,310 @@
+"""TCP sockets from the kernel's sock_diag netlink interface (what `ss` uses), stdlib only.
+
+The remote port is filtered inside the kernel with inet_diag bytecode, so a host with
+many unrelated connections costs little, and tcp_info comes along to give each socket's
+silence to the millisecond. Layouts follow include/uapi/linux/{netlink,sock_diag,
+inet_diag,tcp}.h; netlink speaks host byte order except where a field is `__be`.
+"""
+
+from __future__ import annotations
+
+import errno as errno_codes
+import os
+import socket
+import struct
+import time
+from collections.abc import Collection
+
+from exporter.addresses import normalise_ip
+from exporter.model import Endpoint, TcpState
+from exporter.sockets.kernel import KernelSocket
+
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+
+NLMSG_NOOP = 1
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLMSG_OVERRUN = 4
+NLM_F_REQUEST = 0x1
+NLM_F_DUMP = 0x300  # NLM_F_ROOT | NLM_F_MATCH
+
+INET_DIAG_REQ_BYTECODE = 1
+INET_DIAG_INFO = 2
+INET_DIAG_BC_JMP = 1
+INET_DIAG_BC_D_EQ = 12
+
+# Timer codes of inet_diag_msg.idiag_timer: 1 retransmit, 2 keepalive, 4 zero window.
+TIMER_KEEPALIVE = 2
+
+# TIME_WAIT rows carry no owner and no tcp_info; LISTEN rows have no remote end.
+STATES_MASK = sum(1 << state for state in TcpState) & ~(
+    (1 << TcpState.LISTEN) | (1 << TcpState.TIME_WAIT)
+)
+
+_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+_RTATTR = struct.Struct("=HH")  # len, type
+_BC_OP = struct.Struct("=BBH")  # code, yes, no
+# inet_diag_req_v2: family, protocol, ext, pad, states, then an all-zero sockid (48 bytes):
+# a dump ignores the sockid and matches on the bytecode instead.
+_REQ_V2 = struct.Struct("=BBBxI48x")
+# inet_diag_msg without its big-endian ports: family, state, timer, retrans, (ports),
+# src, dst, (ifindex, cookie, expires, rqueue, wqueue), uid, inode.
+_DIAG_MSG = struct.Struct("=BBBB4x16s16s24xII")
+_PORTS = struct.Struct(">HH")
+_ERRNO = struct.Struct("=i")
+
+# struct tcp_info: 8 leading u8, then u32 tcpi_rto, ato, snd_mss, rcv_mss, unacked, sacked,
+# lost, retrans, fackets (9 u32, offsets 8..40), then the times in milliseconds.
+TCPI_LAST_DATA_SENT = 44
+TCPI_LAST_DATA_RECV = 52
+_TCPI_NEEDED = TCPI_LAST_DATA_RECV + 4
+_TCPI_TIMES = struct.Struct("=I4xI")  # last_data_sent, (last_ack_sent), last_data_recv
+_STATES = {int(state): state for state in TcpState}
+
+_RECV_BUFFER = 64 * 1024  # the kernel fills at most 32 KiB per dump datagram
+DEFAULT_TIMEOUT = 2.0
+
+# Errors that will not go away by asking again: the interface is missing or forbidden
+# here (no inet_diag for the family gives ENOENT), or this kernel rejects the request
+# format (EINVAL: an old kernel without INET_DIAG_BC_D_EQ rejects every later dump too).
+UNAVAILABLE_ERRNOS = frozenset(
+    {
+        errno_codes.EPERM,
+        errno_codes.EACCES,
+        errno_codes.EPROTONOSUPPORT,
+        errno_codes.EAFNOSUPPORT,
+        errno_codes.ENOENT,
+        errno_codes.EOPNOTSUPP,
+        errno_codes.EINVAL,
+    }
+)
+
+
+class NetlinkError(OSError):
+    """The sock_diag exchange failed: the kernel reported an error, it timed out, or
+    its answer did not parse (see MalformedMessage)."""
+
+
+class NetlinkUnavailable(NetlinkError):
+    """sock_diag cannot be used on this host or with these privileges; use /proc."""
+
+
+class MalformedMessage(NetlinkError):
+    """Bytes that are not a well-formed sock_diag answer."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(errno_codes.EBADMSG, detail)
+
+
+def _kernel_error(code: int) -> NetlinkError:
+    # os.strerror rejects numbers beyond a C int, which damaged data can carry.
+    text = os.strerror(code) if code < 2**31 else f"error {code}"
+    return NetlinkError(code, text)
+
+
+def _align4(length: int) -> int:
+    return (length + 3) & ~3
+
+
+def build_bytecode(remote_ports: Collection[int]) -> bytes:
+    """inet_diag bytecode that accepts a socket whose remote port is any of the ports.
+
+    The kernel runs the program until it jumps exactly to its end (accept) or past it
+    (reject); its audit only allows jumps to instruction boundaries reachable through
+    "yes" edges. So each port but the last is `D_EQ port` whose "yes" falls into a
+    `JMP` to the end and whose "no" skips that JMP to the next test; the last test falls
+    off the end on "yes" and jumps 4 bytes beyond the end on "no".
+    """
+    ports = sorted(set(remote_ports))
+    if not ports:
+        raise ValueError("at least one remote port is needed")
+    for port in ports:
+        if not 0 < port < 65536:
+            raise ValueError(f"not a TCP port: {port}")
+    test, jump = 8, 4  # D_EQ plus its operand op; JMP
+    total = (len(ports) - 1) * (test + jump) + test
+    program = bytearray()
+    for index, port in enumerate(ports):
+        remaining = total - len(program)
+        if index == len(ports) - 1:
+            program += _BC_OP.pack(INET_DIAG_BC_D_EQ, test, remaining + 4)
+            program += _BC_OP.pack(0, 0, port)
+        else:
+            program += _BC_OP.pack(INET_DIAG_BC_D_EQ, test, test + jump)
+            program += _BC_OP.pack(0, 0, port)
+            program += _BC_OP.pack(INET_DIAG_BC_JMP, jump, remaining - test)
+    return bytes(program)
+
+
+def build_request(family: int, states_mask: int, bytecode: bytes, seq: int) -> bytes:
+    """One SOCK_DIAG_BY_FAMILY dump request for TCP sockets of `family`, with tcp_info."""
+    body = _REQ_V2.pack(family, socket.IPPROTO_TCP, 1 << (INET_DIAG_INFO - 1), states_mask)
+    attribute_length = _RTATTR.size + len(bytecode)
+    attribute = _RTATTR.pack(attribute_length, INET_DIAG_REQ_BYTECODE) + bytecode
+    attribute += bytes(_align4(attribute_length) - attribute_length)
+    payload = body + attribute
+    header = _NLMSGHDR.pack(
+        _NLMSGHDR.size + len(payload), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0
+    )
+    return header + payload
+
+
+def _idle_seconds(data: memoryview, start: int, length: int) -> float | None:
+    """Silence from the tcp_info at data[start:start+length]; None if too short to say."""
+    if length < _TCPI_NEEDED:
+        return None
+    sent, received = _TCPI_TIMES.unpack_from(data, start + TCPI_LAST_DATA_SENT)
+    return float(min(sent, received)) / 1000.0
+
+
+class _Parser:
+    """Parses one answer. Remembers address texts and remote endpoints, because a dump
+    repeats a few of them (this host's addresses, the database's) many times."""
+
+    def __init__(self) -> None:
+        self._ips: dict[tuple[int, bytes], str] = {}
+        self._remotes: dict[tuple[int, bytes, int], Endpoint] = {}
+
+    def _ip(self, family: int, raw: bytes) -> str:
+        key = (family, raw)
+        text = self._ips.get(key)
+        if text is None:
+            packed = raw[:4] if family == socket.AF_INET else raw
+            text = normalise_ip(socket.inet_ntop(family, packed))
+            self._ips[key] = text
+        return text
+
+    def _remote(self, family: int, raw: bytes, port: int) -> Endpoint:
+        key = (family, raw, port)
+        remote = self._remotes.get(key)
+        if remote is None:
+            remote = self._remotes[key] = Endpoint(self._ip(family, raw), port)
+        return remote
+
+    def diag_message(self, data: memoryview, start: int, end: int) -> KernelSocket | None:
+        """The inet_diag_msg and its attributes at data[start:end]."""
+        if end - start < _DIAG_MSG.size:
+            raise MalformedMessage(f"inet_diag_msg of {end - start} bytes")
+        family, state, timer, _retrans, src, dst, uid, inode = _DIAG_MSG.unpack_from(data, start)
+        sport, dport = _PORTS.unpack_from(data, start + 4)
+        idle: float | None = None
+        offset = start + _DIAG_MSG.size
+        while offset + _RTATTR.size <= end:
+            length, kind = _RTATTR.unpack_from(data, offset)
+            if length < _RTATTR.size or offset + length > end:
+                raise MalformedMessage(f"attribute of length {length} at {offset}")
+            if kind == INET_DIAG_INFO:
+                idle = _idle_seconds(data, offset + _RTATTR.size, length - _RTATTR.size)
+            offset += _align4(length)
+        tcp_state = _STATES.get(state)
+        # Another family or a state this code does not know (a future kernel's) is skipped.
+        if tcp_state is None or family not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        return KernelSocket(
+            local=Endpoint(self._ip(family, src), sport),
+            remote=self._remote(family, dst, dport),
+            state=tcp_state,
+            inode=inode,
+            uid=uid,
+            idle_seconds=idle,
+            keepalive=timer == TIMER_KEEPALIVE,
+        )
+
+
+def parse_messages(data: bytes | bytearray | memoryview) -> tuple[list[KernelSocket], bool]:
+    """Parse one datagram of a sock_diag dump: the sockets in it, and whether NLMSG_DONE
+    ended the dump. Raises NetlinkError for an error the kernel reported and
+    MalformedMessage (a NetlinkError) for bytes that do not parse; nothing else."""
+    view = memoryview(data).cast("B")
+    parser = _Parser()
+    sockets: list[KernelSocket] = []
+    offset = 0
+    while offset < len(view):
+        if len(view) - offset < _NLMSGHDR.size:
+            raise MalformedMessage(f"{len(view) - offset} trailing bytes")
+        length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(view, offset)
+        if length < _NLMSGHDR.size or offset + length > len(view):
+            raise MalformedMessage(f"message of length {length} at {offset}")
+        start, end = offset + _NLMSGHDR.size, offset + length
+        if kind == SOCK_DIAG_BY_FAMILY:
+            row = parser.diag_message(view, start, end)
+            if row is not None:
+                sockets.append(row)
+        elif kind == NLMSG_DONE:
+            # A dump that failed part-way reports its error in NLMSG_DONE's payload.
+            if end - start >= _ERRNO.size:
+                code = _ERRNO.unpack_from(view, start)[0]
+                if code < 0:
+                    raise _kernel_error(-code)
+            return sockets, True
+        elif kind == NLMSG_ERROR:
+            if end - start < _ERRNO.size:
+                raise MalformedMessage("NLMSG_ERROR without an error code")
+            code = _ERRNO.unpack_from(view, start)[0]
+            if code != 0:  # 0 is an acknowledgement
+                raise _kernel_error(abs(code))
+        elif kind == NLMSG_OVERRUN:
+            raise NetlinkError(errno_codes.ENOBUFS, "netlink overrun: data was lost")
+        offset += _align4(length)
+    return sockets, False
+
+
+def _classify(error: OSError, what: str) -> NetlinkError:
+    code = error.errno or errno_codes.EIO
+    kind = NetlinkUnavailable if code in UNAVAILABLE_ERRNOS else NetlinkError
+    return kind(code, f"{what}: {os.strerror(code)}")
+
+
+def _dump_family(
+    channel: socket.socket, family: int, bytecode: bytes, seq: int, deadline: float
+) -> list[KernelSocket]:
+    channel.send(build_request(family, STATES_MASK, bytecode, seq))
+    buffer = bytearray(_RECV_BUFFER)
+    sockets: list[KernelSocket] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise NetlinkError(errno_codes.ETIMEDOUT, "sock_diag dump timed out")
+        channel.settimeout(remaining)
+        try:
+            size, _ancillary, flags, _address = channel.recvmsg_into([buffer])
+        except TimeoutError as error:
+            raise NetlinkError(errno_codes.ETIMEDOUT, "sock_diag dump timed out") from error
+        if flags & socket.MSG_TRUNC:
+            raise NetlinkError(errno_codes.EMSGSIZE, "sock_diag datagram truncated")
+        rows, done = parse_messages(memoryview(buffer)[:size])
+        sockets.extend(rows)
+        if done:
+            return sockets
+
+
+def dump_tcp(
+    remote_ports: Collection[int], *, timeout: float = DEFAULT_TIMEOUT
+) -> list[KernelSocket]:
+    """Every IPv4 and IPv6 TCP socket (but LISTEN and TIME_WAIT) whose remote port is one
+    of `remote_ports`. IPv4-mapped IPv6 sockets come from the IPv6 dump, normalised.
+
+    Raises NetlinkUnavailable when sock_diag cannot be used here, NetlinkError when one
+    dump fails (including a timeout: the whole call never takes much over `timeout`)."""
+    bytecode = build_bytecode(remote_ports)
+    deadline = time.monotonic() + timeout
+    try:
+        channel = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
+    except OSError as error:
+        raise NetlinkUnavailable(
+            error.errno or errno_codes.EPROTONOSUPPORT,
+            f"cannot open a NETLINK_SOCK_DIAG socket: {error.strerror}",
+        ) from error
+    with channel:
+        sockets: list[KernelSocket] = []
+        for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
+            try:
+                sockets.extend(_dump_family(channel, family, bytecode, seq, deadline))
+            except NetlinkError as error:
+                if type(error) is NetlinkError and error.errno in UNAVAILABLE_ERRNOS:
+                    raise NetlinkUnavailable(error.errno, str(error.strerror)) from error
+                raise
+            except OSError as error:  # from send/recv themselves
+                raise _classify(error, "sock_diag") from error
+        return sockets

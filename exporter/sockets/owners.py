@@ -1,0 +1,221 @@
+"""Which process holds a socket: the kernel gives a socket's inode, never its pid, so the
+owner is found among the /proc/PID/fd/N links that read `socket:[INODE]`.
+
+Reading another user's fd links needs the same uid or CAP_SYS_PTRACE; a process in
+another pid namespace is not in our /proc at all. Such sockets stay without an owner.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+import psutil
+
+UNKNOWN_PROCESS = "unknown"
+# How long an inode that a full scan could not find is left alone. Such inodes usually
+# belong to processes we cannot see (another pid namespace, no permission), and a new
+# scan would not find them either; yet a socket may also be handed to a visible process
+# later (fork, SCM_RIGHTS), so the verdict expires instead of lasting for ever. Every
+# scan refreshes all unresolved inodes at once, so they cost one scan per period
+# together, not one each.
+DEFAULT_NEGATIVE_TTL = 30.0
+
+_SOCKET_LINK_PREFIX = "socket:["
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    pid: int
+    fd: int
+    process: str
+
+
+def _socket_link(inode: int) -> str:
+    return f"{_SOCKET_LINK_PREFIX}{inode}]"
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def parse_stat(text: str) -> tuple[int, str] | None:
+    """(start time in clock ticks after boot, comm) from the text of /proc/PID/stat."""
+    # "PID (COMM) STATE ...": COMM may itself hold spaces and parentheses.
+    head, _, rest = text.rpartition(")")
+    fields = rest.split()
+    if "(" not in head or len(fields) <= 19 or not fields[19].isdecimal():
+        return None
+    return int(fields[19]), head.partition("(")[2]  # start time is field 22 of proc(5)
+
+
+class ProcessNames:
+    """pid -> process name, cached per process incarnation so that a reused pid is not
+    given its predecessor's name.
+
+    One read of /proc/PID/stat per pid and call gives the incarnation (the start time
+    field, what psutil turns into create_time) and the comm, so a process that renames
+    itself (prctl PR_SET_NAME) is renamed here too. Names come from psutil, which
+    completes a comm cut at 15 characters from the command line; psutil only knows the
+    real /proc, so with another proc_root (and whenever psutil fails) the name is comm.
+    """
+
+    def __init__(self, proc_root: str = "/proc") -> None:
+        self._root = proc_root
+        self._use_psutil = os.path.realpath(proc_root) == "/proc"
+        self._cache: dict[int, tuple[tuple[int, str], str]] = {}
+
+    def _identity(self, pid: int) -> tuple[int, str] | None:
+        stat = _read_text(f"{self._root}/{pid}/stat")
+        return None if stat is None else parse_stat(stat)
+
+    def _lookup(self, pid: int, comm: str) -> str:
+        if self._use_psutil:
+            try:
+                return psutil.Process(pid).name()
+            except psutil.Error:
+                pass
+        return comm or UNKNOWN_PROCESS
+
+    def name(self, pid: int) -> str:
+        identity = self._identity(pid)
+        if identity is None:
+            return UNKNOWN_PROCESS  # the process is gone, or we may not look at it
+        cached = self._cache.get(pid)
+        if cached is not None and cached[0] == identity:
+            return cached[1]
+        name = self._lookup(pid, identity[1])
+        self._cache[pid] = (identity, name)
+        return name
+
+    def retain(self, pids: Collection[int]) -> None:
+        """Forget every pid but these, so the cache follows the live owners."""
+        self._cache = {pid: entry for pid, entry in self._cache.items() if pid in pids}
+
+
+class OwnerMap:
+    """inode -> Owner, cached across calls.
+
+    A known inode is confirmed by one readlink of its remembered fd; only an inode with
+    no remembered (or no longer valid) fd leads to a full scan of /proc/*/fd, at most
+    one per call, and an inode that a scan could not find is not searched again for
+    `negative_ttl` seconds. The caches only keep inodes asked for in the last call.
+    """
+
+    def __init__(
+        self,
+        proc_root: str = "/proc",
+        *,
+        negative_ttl: float = DEFAULT_NEGATIVE_TTL,
+        clock: Callable[[], float] = time.monotonic,
+        names: ProcessNames | None = None,
+    ) -> None:
+        self._root = proc_root
+        self._negative_ttl = negative_ttl
+        self._clock = clock
+        self._names = names if names is not None else ProcessNames(proc_root)
+        self._known: dict[int, tuple[int, int]] = {}
+        self._unresolved: dict[int, float] = {}
+        self.scans = 0  # full scans so far; for self-monitoring and tests
+
+    def still_holds(self, owner: Owner, inode: int) -> bool:
+        """Whether owner.pid still has owner.fd open on socket `inode`."""
+        try:
+            return os.readlink(f"{self._root}/{owner.pid}/fd/{owner.fd}") == _socket_link(inode)
+        except OSError:
+            return False
+
+    def _fd_directory(self, pid: int | str) -> int | None:
+        # Links are read relative to an open /proc/PID/fd: half the cost of full paths,
+        # which make the kernel look the process up again for every link.
+        try:
+            return os.open(f"{self._root}/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:  # gone, not ours to read, or not a process directory
+            return None
+
+    def _confirm(self, known: dict[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
+        """Those of inode -> (pid, fd) whose fd still points at the inode."""
+        by_pid: dict[int, list[tuple[int, int]]] = {}
+        for inode, (pid, fd) in known.items():
+            by_pid.setdefault(pid, []).append((inode, fd))
+        confirmed: dict[int, tuple[int, int]] = {}
+        for pid, entries in by_pid.items():
+            directory = self._fd_directory(pid)
+            if directory is None:
+                continue
+            try:
+                for inode, fd in entries:
+                    try:
+                        if os.readlink(str(fd), dir_fd=directory) == _socket_link(inode):
+                            confirmed[inode] = (pid, fd)
+                    except OSError:  # closed since
+                        continue
+            finally:
+                os.close(directory)
+        return confirmed
+
+    def _scan_process(
+        self, pid: str, wanted: Collection[int], found: dict[int, tuple[int, int]]
+    ) -> None:
+        directory = self._fd_directory(pid)
+        if directory is None:
+            return
+        try:
+            for fd in os.listdir(directory):
+                try:
+                    target = os.readlink(fd, dir_fd=directory)
+                except OSError:  # closed meanwhile, or not a link
+                    continue
+                if not target.startswith(_SOCKET_LINK_PREFIX) or not fd.isdecimal():
+                    continue
+                inode_text = target[len(_SOCKET_LINK_PREFIX) : -1]
+                if inode_text.isdecimal() and int(inode_text) in wanted:
+                    found.setdefault(int(inode_text), (int(pid), int(fd)))
+        except OSError:  # the process went away while we listed it
+            pass
+        finally:
+            os.close(directory)
+
+    def _scan(self, wanted: Collection[int]) -> dict[int, tuple[int, int]]:
+        found: dict[int, tuple[int, int]] = {}
+        try:
+            entries = os.listdir(self._root)
+        except OSError:
+            return found
+        # A socket shared after a fork goes to the lowest pid, usually the process that
+        # opened it (and the same one on every scan).
+        for pid in sorted((entry for entry in entries if entry.isdecimal()), key=int):
+            self._scan_process(pid, wanted, found)
+            if len(found) == len(wanted):
+                break
+        return found
+
+    def resolve(self, inodes: Collection[int]) -> dict[int, Owner]:
+        """Owners of those inodes that belong to a process we can see; 0 (an orphan
+        socket) and unresolvable inodes are left out."""
+        wanted = {inode for inode in inodes if inode > 0}
+        now = self._clock()
+        located = self._confirm(
+            {inode: where for inode, where in self._known.items() if inode in wanted}
+        )
+        missing = wanted - located.keys()
+        unresolved = {inode: seen for inode, seen in self._unresolved.items() if inode in missing}
+        if any(
+            now - unresolved.get(inode, -float("inf")) >= self._negative_ttl for inode in missing
+        ):
+            self.scans += 1
+            found = self._scan(missing)
+            located.update(found)
+            unresolved = {inode: now for inode in missing if inode not in found}
+        self._known = located
+        self._unresolved = unresolved
+        pids = {pid for pid, _fd in located.values()}
+        names = {pid: self._names.name(pid) for pid in pids}
+        self._names.retain(pids)
+        return {inode: Owner(pid, fd, names[pid]) for inode, (pid, fd) in located.items()}

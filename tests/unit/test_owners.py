@@ -1,0 +1,294 @@
+"""Socket owners from /proc/*/fd: the real /proc for this process, a fake tree for the rest."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from exporter.sockets import owners as owners_module
+from exporter.sockets.owners import (
+    DEFAULT_NEGATIVE_TTL,
+    Owner,
+    OwnerMap,
+    ProcessNames,
+    parse_stat,
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    left, right = socket.socketpair()
+    with left, right:
+        yield left, right
+
+
+def inode_of(sock: socket.socket | int) -> int:
+    return os.fstat(sock if isinstance(sock, int) else sock.fileno()).st_ino
+
+
+MY_NAME = psutil.Process().name()
+
+
+def test_resolves_this_process_sockets(pair: tuple[socket.socket, socket.socket]) -> None:
+    left, right = pair
+    owners = OwnerMap()
+    found = owners.resolve({inode_of(left), inode_of(right), 0})
+    assert found == {
+        inode_of(left): Owner(os.getpid(), left.fileno(), MY_NAME),
+        inode_of(right): Owner(os.getpid(), right.fileno(), MY_NAME),
+    }
+    assert owners.scans == 1
+
+
+def test_known_inodes_are_confirmed_without_a_scan_and_unknown_ones_scan_once() -> None:
+    clock = FakeClock()
+    owners = OwnerMap(clock=clock)
+    first, second = socket.socketpair()
+    with first, second:
+        a, b = inode_of(first), inode_of(second)
+        assert set(owners.resolve({a})) == {a}
+        assert owners.scans == 1
+        for _ in range(3):
+            assert set(owners.resolve({a})) == {a}
+        assert owners.scans == 1
+        assert set(owners.resolve({a, b})) == {a, b}
+        assert owners.scans == 2
+    # Both closed: one rescan for both, then they are left alone for a while.
+    assert owners.resolve({a, b}) == {}
+    assert owners.scans == 3
+    clock.now += DEFAULT_NEGATIVE_TTL - 1
+    assert owners.resolve({a, b}) == {}
+    assert owners.scans == 3
+    clock.now += 1
+    assert owners.resolve({a, b}) == {}
+    assert owners.scans == 4
+
+
+def test_a_moved_descriptor_is_found_again(pair: tuple[socket.socket, socket.socket]) -> None:
+    left, _ = pair
+    owners = OwnerMap()
+    inode = inode_of(left)
+    before = owners.resolve({inode})[inode]
+    moved = os.dup(left.fileno())
+    try:
+        left.close()
+        after = owners.resolve({inode})[inode]
+        assert after.fd == moved != before.fd
+        assert owners.scans == 2
+        assert owners.still_holds(after, inode)
+        assert not owners.still_holds(before, inode)
+    finally:
+        os.close(moved)
+    assert not owners.still_holds(after, inode)
+
+
+def test_still_holds(pair: tuple[socket.socket, socket.socket]) -> None:
+    left, right = pair
+    owners = OwnerMap()
+    inode = inode_of(left)
+    owner = owners.resolve({inode})[inode]
+    assert owners.still_holds(owner, inode)
+    assert not owners.still_holds(owner, inode_of(right))
+    assert not owners.still_holds(Owner(2**22 + 12345, owner.fd, "x"), inode)
+    left.close()
+    assert not owners.still_holds(owner, inode)
+
+
+def test_psutil_names_are_cached_per_process(
+    pair: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = psutil.Process
+
+    def counting(pid: int) -> psutil.Process:
+        calls.append(pid)
+        return real(pid)
+
+    monkeypatch.setattr(owners_module.psutil, "Process", counting)
+    names = ProcessNames()
+    assert names.name(os.getpid()) == MY_NAME
+    assert names.name(os.getpid()) == MY_NAME
+    assert calls == [os.getpid()]
+    assert names.name(2**22 + 12345) == "unknown"
+
+
+# --- a fake /proc tree -------------------------------------------------------------------
+
+
+def fake_process(root: Path, pid: int, comm: str, start: int, fds: dict[str, str]) -> None:
+    directory = root / str(pid)
+    (directory / "fd").mkdir(parents=True, exist_ok=True)
+    # Fields 3..24 of proc(5); the start time is field 22.
+    fields = ["S", *["0"] * 18, str(start), "0", "0"]
+    (directory / "stat").write_text(f"{pid} ({comm}) {' '.join(fields)}\n")
+    (directory / "comm").write_text(comm + "\n")
+    for fd, target in fds.items():
+        (directory / "fd" / fd).symlink_to(target)
+
+
+def test_stat_parsing_matches_psutil_and_the_fake_tree(tmp_path: Path) -> None:
+    parsed = parse_stat((Path("/proc") / str(os.getpid()) / "stat").read_text())
+    assert parsed is not None
+    start_ticks, comm = parsed
+    created = psutil.boot_time() + start_ticks / os.sysconf("SC_CLK_TCK")
+    assert abs(created - psutil.Process().create_time()) < 0.05
+    assert comm == Path("/proc/self/comm").read_text().strip()
+    fake_process(tmp_path, 7, "a) b (c", 4242, {})
+    assert parse_stat((tmp_path / "7" / "stat").read_text()) == (4242, "a) b (c")
+    assert parse_stat("7 (x) S 1 2") is None
+    assert parse_stat("") is None
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    fake_process(
+        tmp_path,
+        100,
+        "worker",
+        10,
+        {"3": "socket:[555]", "4": "pipe:[9]", "5": "socket:[bad]", "x": "socket:[556]"},
+    )
+    fake_process(tmp_path, 101, "odd) (name", 11, {"0": "/dev/null", "9": "socket:[558]"})
+    (tmp_path / "200").mkdir()  # a process that vanished: no fd directory
+    (tmp_path / "300").mkdir()
+    (tmp_path / "300" / "fd").write_text("not a directory")
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "fd").mkdir()
+    (tmp_path / "self" / "fd" / "1").symlink_to("socket:[557]")  # not a pid: ignored
+    return tmp_path
+
+
+def test_fake_tree_resolution_skips_everything_odd(tree: Path) -> None:
+    owners = OwnerMap(str(tree))
+    assert owners.resolve({555, 556, 557, 558, 777, 0}) == {
+        555: Owner(100, 3, "worker"),
+        558: Owner(101, 9, "odd) (name"),
+    }
+    assert owners.scans == 1
+
+
+def test_shared_socket_goes_to_the_lowest_pid_and_the_scan_stops_early(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_process(tree, 50000, "child", 20, {"8": "socket:[555]"})
+    fake_process(tree, 9, "parent", 5, {"8": "socket:[555]"})
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting(path: str, *args: Any, **kwargs: Any) -> int:
+        opened.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(owners_module.os, "open", counting)
+    assert OwnerMap(str(tree)).resolve({555}) == {555: Owner(9, 8, "parent")}
+    assert opened == [f"{tree}/9/fd"]
+
+
+def test_unreadable_processes_are_skipped(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_open = os.open
+
+    def guarded(path: str, *args: Any, **kwargs: Any) -> int:
+        if str(path).startswith(f"{tree}/101/"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(owners_module.os, "open", guarded)
+    assert OwnerMap(str(tree)).resolve({555, 558}) == {555: Owner(100, 3, "worker")}
+
+
+def test_a_reused_pid_gets_its_new_name(tree: Path) -> None:
+    owners = OwnerMap(str(tree))
+    assert owners.resolve({555})[555].process == "worker"
+    fake_process(tree, 100, "impostor", 99, {})
+    assert owners.resolve({555})[555].process == "impostor"
+    fake_process(tree, 100, "renamed", 99, {})  # same process, prctl(PR_SET_NAME)
+    assert owners.resolve({555})[555].process == "renamed"
+    assert owners.scans == 1
+
+
+def test_vanished_owner_is_dropped_and_stat_less_owner_is_unknown(tree: Path) -> None:
+    owners = OwnerMap(str(tree))
+    assert 555 in owners.resolve({555})
+    (tree / "100" / "stat").unlink()
+    assert owners.resolve({555}) == {555: Owner(100, 3, "unknown")}
+    (tree / "100" / "fd" / "3").unlink()
+    assert owners.resolve({555}) == {}
+
+
+def test_negative_results_expire_and_are_forgotten_when_not_asked(tree: Path) -> None:
+    clock = FakeClock()
+    owners = OwnerMap(str(tree), negative_ttl=5, clock=clock)
+    assert owners.resolve({777}) == {}
+    fake_process(tree, 400, "late", 40, {"6": "socket:[777]"})
+    # Handed to a visible process after the scan: seen once the verdict expires.
+    assert owners.resolve({777}) == {}
+    assert owners.scans == 1
+    clock.now += 5
+    assert owners.resolve({777}) == {777: Owner(400, 6, "late")}
+    assert owners.scans == 2
+    # Memory is only for what was last asked: an inode asked again after a pause is
+    # looked up afresh, not taken from a stale entry.
+    assert owners.resolve({888}) == {}
+    assert owners.scans == 3
+    assert owners.resolve(set()) == {}
+    assert owners.resolve({888}) == {}
+    assert owners.scans == 4
+
+
+def test_other_users_processes_are_skipped_silently(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A real permission boundary: a child that became `nobody` cannot read our fds."""
+    theirs = inode_of(pair[0])
+    held = Owner(os.getpid(), pair[0].fileno(), MY_NAME)
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # runs in the child, which reports through the pipe
+        status = 1
+        try:
+            os.close(reader)
+            for inherited in pair:  # the fork copied them: only the parent may hold them
+                inherited.close()
+            os.setgid(65534)
+            os.setgroups([])
+            os.setuid(65534)
+            with socket.socket() as own:
+                owners = OwnerMap()
+                found = owners.resolve({theirs, inode_of(own)})
+                report = {
+                    "found": {str(inode): [o.pid, o.fd] for inode, o in found.items()},
+                    "own": [inode_of(own), os.getpid(), own.fileno()],
+                    "scans": owners.scans,
+                    "still_holds": owners.still_holds(held, theirs),
+                }
+                os.write(writer, json.dumps(report).encode())
+                status = 0
+        finally:
+            os._exit(status)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        text = pipe.read()
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    report = json.loads(text)
+    own_inode, own_pid, own_fd = report["own"]
+    assert report["found"] == {str(own_inode): [own_pid, own_fd]}
+    assert report["scans"] == 1
+    assert report["still_holds"] is False
+    # The same question asked with our own rights does see it.
+    assert OwnerMap().still_holds(held, theirs)
