@@ -68,30 +68,31 @@ def render(snapshot: Snapshot, accept: str | None) -> tuple[bytes, str]:
     return encoder(registry), content_type
 
 
-async def _metrics(request: web.Request) -> web.Response:
+async def _scrape(request: web.Request, target: str | None) -> web.Response:
     engine = request.app[ENGINE_KEY]
     options = request.app[OPTIONS_KEY]
     timeout = scrape_timeout(request.headers.get(SCRAPE_TIMEOUT_HEADER), options)
     snapshot = await engine.collect(timeout)
+    if target is not None:
+        snapshot = snapshot.only(target)
     body, content_type = render(snapshot, request.headers.get("Accept"))
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
+async def _metrics(request: web.Request) -> web.Response:
+    return await _scrape(request, None)
+
+
 async def _probe(request: web.Request) -> web.Response:
-    engine = request.app[ENGINE_KEY]
-    options = request.app[OPTIONS_KEY]
     target = request.query.get("target", "")
     if not target:
         return web.Response(status=400, text="the target parameter is missing\n")
-    if target not in engine.target_names:
+    if target not in request.app[ENGINE_KEY].target_names:
         # Only configured targets: /probe must never become a way to reach arbitrary hosts.
         return web.Response(
             status=400, text="unknown target: probe only addresses given by --mysql.address\n"
         )
-    timeout = scrape_timeout(request.headers.get(SCRAPE_TIMEOUT_HEADER), options)
-    snapshot = (await engine.collect(timeout)).only(target)
-    body, content_type = render(snapshot, request.headers.get("Accept"))
-    return web.Response(body=body, headers={"Content-Type": content_type})
+    return await _scrape(request, target)
 
 
 async def _fleet_sessions(request: web.Request) -> web.Response:
@@ -105,7 +106,8 @@ async def _fleet_sessions(request: web.Request) -> web.Response:
     # sockets still wants the timeouts).
     client_ips = frozenset(normalise_ip(ip) for ip in asked if ip) if asked else None
     timeout = scrape_timeout(request.headers.get(SCRAPE_TIMEOUT_HEADER), options)
-    view = await engine.fleet_view(target, timeout)
+    # fresh=1: the sidecar saw a connection that a cached read cannot know.
+    view = await engine.fleet_view(target, timeout, fresh=request.query.get("fresh") == "1")
     document = encode_view(filter_view(view, client_ips), time.monotonic())
     return web.json_response(document)
 
