@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from exporter.model import Endpoint
 
+# A collection parses the same few addresses thousands of times (every processlist row and
+# every session carries one of this host's addresses), and ipaddress parsing runs in Python:
+# the answers are cached. Bounded, because hostnames and user input pass through too.
+_CACHE_SIZE = 4096
 
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
 def normalise_ip(text: str) -> str:
     """Canonical text of an IP address; IPv4-mapped IPv6 becomes plain IPv4.
 
@@ -26,6 +33,7 @@ def normalise_ip(text: str) -> str:
     return str(address)
 
 
+@functools.lru_cache(maxsize=_CACHE_SIZE)
 def is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -34,6 +42,7 @@ def is_ip(text: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=_CACHE_SIZE)
 def is_loopback(text: str) -> bool:
     try:
         return ipaddress.ip_address(text).is_loopback
@@ -67,7 +76,10 @@ def parse_processlist_host(host: str | None) -> Endpoint | None:
     port = int(port_text)
     if not 0 < port < 65536:
         return None
-    return Endpoint(normalise_ip(address), port)
+    ip = normalise_ip(address)
+    if not ip:  # e.g. "%eth0:3306": nothing but a zone index
+        return None
+    return Endpoint(ip, port)
 
 
 class AddressError(ValueError):

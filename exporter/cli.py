@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -25,6 +26,26 @@ from exporter.web.app import WebOptions, build_app
 from exporter.web.config import WebConfig, WebConfigError, load_web_config
 
 log = logging.getLogger("exporter")
+
+# Cyclic garbage collection thresholds for a running exporter (CPython defaults: 700, 10,
+# 10). A collection at 10,000 sessions allocates some 100,000 small container objects
+# (rows, sockets, sessions, snapshot items, keys) while the previous snapshot's are still
+# alive, so with the defaults the collector runs about 150 times per collection and its
+# older-generation passes walk every live object: about 90 ms of a 500 ms collection. The
+# objects are acyclic and die by reference counting when the next snapshot replaces them,
+# so the count of net allocations barely grows from one collection to the next; a pass
+# every 100,000 of them (at 50,000, one 15-20 ms pass still hit most 10,000-session
+# collections) leaves the cycles that do occur (asyncio, aiohttp) to a pass now and then.
+GC_THRESHOLDS = (100_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Once start-up is over: move everything allocated so far (modules, classes, the
+    engine) into the permanent generation, so no collection walks it again, and collect
+    less often. Memory that start-up left as garbage is freed first."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def build_engine(config: Config, environ: Mapping[str, str]) -> Engine:
@@ -125,6 +146,7 @@ def run(argv: Sequence[str]) -> int:
     log.info(
         "mysql-idle-exporter %s watching %s", __version__, ", ".join(engine.target_names)
     )
+    tune_gc()
     try:
         asyncio.run(serve(engine, options, config.listen_host, config.listen_port))
     except UsageError as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 import platform
 from collections import defaultdict
@@ -72,8 +73,21 @@ def _bound_text(bound: float) -> str:
     return str(float(bound))
 
 
+def utf8_label(value: str) -> str:
+    """A label value that can be encoded as UTF-8: lone surrogates, which psutil makes of a
+    process name that is not valid UTF-8 (a process can give itself such a name) and which
+    JSON escapes can carry, become U+FFFD instead of failing the whole scrape."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if "\ud800" <= char <= "\udfff" else char for char in value)
+    return value
+
+
 def _process_of(item: Classified) -> str:
-    return item.socket.process
+    # Made valid before grouping: two names that differ only in undecodable bytes must
+    # not become two series with the same labels.
+    return utf8_label(item.socket.process)
 
 
 class SnapshotCollector(Collector):
@@ -84,6 +98,13 @@ class SnapshotCollector(Collector):
         self._include_build_info = include_build_info
 
     def collect(self) -> Iterator[Metric]:
+        for family in self._families():
+            for sample in family.samples:
+                for name, value in sample.labels.items():
+                    sample.labels[name] = utf8_label(value)
+            yield family
+
+    def _families(self) -> Iterator[Metric]:
         targets = self._snapshot.targets
         yield from self._up(targets)
         yield from self._server(targets)
@@ -212,9 +233,12 @@ class SnapshotCollector(Collector):
                 smallest[process] = min(smallest.get(process, math.inf), item.headroom_seconds)
             for process in sorted(smallest):
                 minimum.add_metric([t.target, process], smallest[process])
-            riskiest = sorted(
-                idle, key=lambda item: (item.headroom_seconds, item.socket.local)
-            )[: self._snapshot.top_sessions]
+            # The same as sorted(...)[:top] (ties keep their order), without sorting all.
+            riskiest = heapq.nsmallest(
+                self._snapshot.top_sessions,
+                idle,
+                key=lambda item: (item.headroom_seconds, item.socket.local),
+            )
             for item in riskiest:
                 assert item.session is not None and item.headroom_seconds is not None
                 per_session.add_metric(
@@ -269,9 +293,11 @@ class SnapshotCollector(Collector):
         )
         for t in targets:
             # Zero from a process's first sighting, so increase() sees its first drop.
-            processes = set(t.dropped_totals) | {_process_of(item) for item in t.items}
-            for process in sorted(processes):
-                drops.add_metric([t.target, process], float(t.dropped_totals.get(process, 0)))
+            totals: dict[str, int] = dict.fromkeys((_process_of(item) for item in t.items), 0)
+            for process, total in t.dropped_totals.items():
+                totals[utf8_label(process)] = totals.get(utf8_label(process), 0) + total
+            for process in sorted(totals):
+                drops.add_metric([t.target, process], float(totals[process]))
         yield drops
 
     def _self_metrics(self, targets: Sequence[TargetSnapshot]) -> Iterator[Metric]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import socket as socketlib
 import time
@@ -31,6 +32,11 @@ log = logging.getLogger(__name__)
 
 # Time kept back from the scrape deadline for correlating and rendering.
 RENDER_MARGIN_SECONDS = 0.2
+# Fleet mode: reads forced by sidecars' new connections start at least this far apart, so a
+# burst of new connections across the fleet costs the database one read per gap.
+FLEET_FRESH_GAP_SECONDS = 1.0
+# Why a read is due when a cached fleet answer would still do (no connection is newer).
+_STALE_OK_REASONS = frozenset({"interval elapsed", "last read failed", "no read yet"})
 
 
 class SocketReadingLike(Protocol):
@@ -49,7 +55,12 @@ class SessionSource(Protocol):
     @property
     def queries_sent(self) -> int: ...
 
-    def read(self, client_ips: frozenset[str] | None, timeout: float) -> ServerView: ...
+    def read(
+        self, client_ips: frozenset[str] | None, timeout: float, *, fresh: bool = False
+    ) -> ServerView:
+        """``fresh``: the answer must come from a server read that starts after this call
+        (a connection the caller has just seen must be in it); a direct read always is."""
+        ...
 
     def close(self) -> None: ...
 
@@ -83,6 +94,9 @@ class WatchedTarget:
     # Fleet mode: the last whole (unfiltered) read served to sidecars, and the one in flight.
     fleet_view: ServerView | None = None
     fleet_inflight: asyncio.Future[ServerView] | None = None
+    # The next fresh read, not started yet, that sidecars' fresh requests share.
+    fleet_pending: asyncio.Future[ServerView] | None = None
+    fleet_started_at: float | None = None
     own_endpoints: deque[Endpoint] = field(default_factory=lambda: deque(maxlen=32))
     counters: TargetCounters = field(default_factory=TargetCounters)
 
@@ -145,25 +159,59 @@ class Engine:
         except TimeoutError:
             return self._timed_out_snapshot()
 
-    async def fleet_view(self, name: str, timeout: float) -> ServerView:
+    async def fleet_view(self, name: str, timeout: float, *, fresh: bool = False) -> ServerView:
         """The whole processlist of one target, read at most once per interval however many
-        sidecars ask; concurrent askers share one read."""
+        sidecars ask; concurrent askers share one read.
+
+        A ``fresh`` request (a sidecar saw a connection that its last answer cannot know)
+        gets a read that starts after it arrived; all fresh requests waiting at that moment
+        share it, and such reads start at least FLEET_FRESH_GAP_SECONDS apart."""
         target = next((t for t in self._targets if t.name == name), None)
         if target is None:
             return ServerView(target=name, ok=False, error="unknown target")
-        now = self._clock()
-        cached = target.fleet_view
-        if cached is not None and cached.ok and now - cached.read_at < max(self._interval, 1.0):
-            return cached
-        if target.fleet_inflight is None or target.fleet_inflight.done():
-            target.fleet_inflight = asyncio.ensure_future(self._fleet_read(target, timeout))
+        if fresh:
+            if target.fleet_pending is None or target.fleet_pending.done():
+                target.fleet_pending = asyncio.ensure_future(
+                    self._fleet_fresh_read(target, timeout)
+                )
+            shared = target.fleet_pending
+        else:
+            now = self._clock()
+            cached = target.fleet_view
+            if (
+                cached is not None
+                and cached.ok
+                and now - cached.read_at < max(self._interval, 1.0)
+            ):
+                return cached
+            if target.fleet_inflight is None or target.fleet_inflight.done():
+                target.fleet_inflight = asyncio.ensure_future(self._fleet_read(target, timeout))
+            shared = target.fleet_inflight
         try:
-            return await asyncio.wait_for(asyncio.shield(target.fleet_inflight), timeout)
+            return await asyncio.wait_for(asyncio.shield(shared), timeout)
         except TimeoutError:
             return ServerView(target=name, ok=False, error="server read timed out")
 
+    async def _fleet_fresh_read(self, target: WatchedTarget, timeout: float) -> ServerView:
+        while True:
+            inflight = target.fleet_inflight
+            if inflight is not None and not inflight.done():
+                await asyncio.wait([inflight])  # one read at a time per target
+                continue
+            started = target.fleet_started_at
+            gap = 0.0 if started is None else FLEET_FRESH_GAP_SECONDS - (self._clock() - started)
+            if gap <= 0:
+                break
+            await asyncio.sleep(gap)
+        # From here on, a new fresh request needs the next read: this one may be under way.
+        if target.fleet_pending is asyncio.current_task():
+            target.fleet_pending = None
+        target.fleet_inflight = asyncio.ensure_future(self._fleet_read(target, timeout))
+        return await target.fleet_inflight
+
     async def _fleet_read(self, target: WatchedTarget, timeout: float) -> ServerView:
         loop = asyncio.get_running_loop()
+        target.fleet_started_at = self._clock()
         before = target.sessions.queries_sent
         view = await loop.run_in_executor(self._pool, target.sessions.read, None, timeout)
         target.counters = TargetCounters(
@@ -217,36 +265,69 @@ class Engine:
         else:
             # Names are re-resolved in the background; until then the old addresses hold.
             loop.run_in_executor(self._pool, target.refresh_addresses, now)
+        # Everything below walks every socket (10,000 at 10,000 sessions): it runs in the
+        # pool, like the reads, so the event loop (/healthz, other scrapes) stays free.
         own = set(target.own_endpoints)
-        sockets = [s for s in all_sockets if target.owns(s) and s.local not in own]
-        server_seconds = 0.0
-        reason = needs_fresh_read(
-            sockets, target.last_view, target.known_at_read, now, self._interval, self._settings
+        sockets, reason, client_ips, fresh = await loop.run_in_executor(
+            self._pool, self._plan, target, all_sockets, own, now
         )
+        server_seconds = 0.0
         if reason is not None:
-            view, server_seconds = await self._read_server(target, sockets, deadline)
+            view, server_seconds = await self._read_server(target, client_ips, deadline, fresh)
             target.last_view = view
             if view.ok:
-                target.known_at_read = frozenset(
-                    connection_key(s)
-                    for s in sockets
-                    if s.state is TcpState.ESTABLISHED and not s.gone
-                )
                 new_own = view.own_client_endpoints - own
+                target.known_at_read, sockets = await loop.run_in_executor(
+                    self._pool, _after_read, sockets, new_own
+                )
                 if new_own:
                     target.own_endpoints.extend(new_own)
-                    sockets = [s for s in sockets if s.local not in new_own]
         started = time.perf_counter()
-        snapshot, target.memory = correlate(
-            target.name, sockets, target.last_view, self._settings, target.memory, self._clock()
+        snapshot, target.memory = await loop.run_in_executor(
+            self._pool,
+            functools.partial(
+                correlate,
+                target.name,
+                sockets,
+                target.last_view,
+                self._settings,
+                target.memory,
+                self._clock(),
+            ),
         )
         return snapshot, {"server": server_seconds, "correlate": time.perf_counter() - started}
 
+    def _plan(
+        self,
+        target: WatchedTarget,
+        all_sockets: Sequence[Socket],
+        own: set[Endpoint],
+        now: float,
+    ) -> tuple[list[Socket], str | None, frozenset[str], bool]:
+        """This target's sockets (the exporter's own left out), why the server must be read
+        (None: the last read still serves), the client addresses to ask about, and whether
+        a cached answer would not do."""
+        sockets = [s for s in all_sockets if target.owns(s) and s.local not in own]
+        reason = needs_fresh_read(
+            sockets, target.last_view, target.known_at_read, now, self._interval, self._settings
+        )
+        # A cached answer (fleet mode) will not do for a connection the last read could
+        # not know, nor for one near its timeout that talked since the read.
+        fresh = reason is not None and (
+            reason not in _STALE_OK_REASONS
+            or any(
+                connection_key(s) not in target.known_at_read
+                for s in sockets
+                if s.state is TcpState.ESTABLISHED and not s.gone
+            )
+        )
+        client_ips = frozenset(s.local.ip for s in sockets) if reason is not None else frozenset()
+        return sockets, reason, client_ips, fresh
+
     async def _read_server(
-        self, target: WatchedTarget, sockets: Sequence[Socket], deadline: float
+        self, target: WatchedTarget, client_ips: frozenset[str], deadline: float, fresh: bool
     ) -> tuple[ServerView, float]:
         loop = asyncio.get_running_loop()
-        client_ips = frozenset(s.local.ip for s in sockets)
         budget = deadline - self._clock() - RENDER_MARGIN_SECONDS
         started = time.perf_counter()
         before = target.sessions.queries_sent
@@ -254,7 +335,8 @@ class Engine:
             view = ServerView(target=target.name, ok=False, error="no time left for the server")
         else:
             call = loop.run_in_executor(
-                self._pool, target.sessions.read, client_ips, budget
+                self._pool, functools.partial(target.sessions.read, fresh=fresh),
+                client_ips, budget,
             )
             try:
                 view = await asyncio.wait_for(call, budget + RENDER_MARGIN_SECONDS / 2)
@@ -294,3 +376,16 @@ class Engine:
             for t in self._last.targets
         )
         return dataclasses.replace(self._last, targets=down)
+
+
+def _after_read(
+    sockets: list[Socket], new_own: frozenset[Endpoint]
+) -> tuple[frozenset[ConnectionKey], list[Socket]]:
+    """After a successful read: the live connections it can know, and the sockets without
+    the exporter's own connections the read has just revealed."""
+    known = frozenset(
+        connection_key(s) for s in sockets if s.state is TcpState.ESTABLISHED and not s.gone
+    )
+    if new_own:
+        sockets = [s for s in sockets if s.local not in new_own]
+    return known, sockets

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import threading
 import time
 import urllib.error
@@ -92,7 +93,13 @@ def _number(value: Any, name: str, *, optional: bool = True) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise FleetFormatError(f"{name} must be a number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        raise FleetFormatError(f"{name} is out of range") from None
+    if not math.isfinite(number):  # JSON may say NaN and Infinity
+        raise FleetFormatError(f"{name} must be a finite number")
+    return number
 
 
 def _text(value: Any, name: str, *, optional: bool = False) -> str | None:
@@ -179,11 +186,15 @@ class FleetSessionSource:
         self._was_ok: bool | None = None
         self.queries_sent = 0  # the database sees none from a sidecar in fleet mode
 
-    def read(self, client_ips: frozenset[str] | None, timeout: float) -> ServerView:
+    def read(
+        self, client_ips: frozenset[str] | None, timeout: float, *, fresh: bool = False
+    ) -> ServerView:
+        """``fresh``: ask for a read that starts after the request (the fleet exporter's
+        cached answer cannot know a connection this sidecar has just seen)."""
         if not self._lock.acquire(blocking=False):
             return ServerView(target=self._target, ok=False, error="previous read still running")
         try:
-            view = self._fetch(client_ips, timeout)
+            view = self._fetch(client_ips, timeout, fresh)
         finally:
             self._lock.release()
         if view.ok != self._was_ok:
@@ -195,11 +206,15 @@ class FleetSessionSource:
             self._was_ok = view.ok
         return view
 
-    def _fetch(self, client_ips: frozenset[str] | None, timeout: float) -> ServerView:
+    def _fetch(
+        self, client_ips: frozenset[str] | None, timeout: float, fresh: bool
+    ) -> ServerView:
         query: list[tuple[str, str]] = [("target", self._target)]
         query += [("client_ip", ip) for ip in sorted(client_ips or ())]
         if client_ips is not None and not client_ips:
             query.append(("client_ip", ""))
+        if fresh:
+            query.append(("fresh", "1"))
         url = f"{self._base}{FLEET_PATH}?{urllib.parse.urlencode(query)}"
         # The scheme was checked in __init__: only http and https reach here.
         request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310

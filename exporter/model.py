@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Endpoint:
-    """An IP address (normalised: IPv4-mapped IPv6 becomes IPv4) and a TCP port."""
+class Endpoint(NamedTuple):
+    """An IP address (normalised: IPv4-mapped IPv6 becomes IPv4) and a TCP port.
+
+    A named tuple rather than a dataclass: a collection at 10,000 sessions builds and
+    hashes endpoints some 200,000 times (dictionary keys, connection keys), and a tuple's
+    construction, hash, equality and ordering (by ip, then port) run in C."""
 
     ip: str
     port: int
@@ -63,9 +67,9 @@ class SessionCommand(enum.Enum):
     OTHER = "other"
 
 
-@dataclass(frozen=True, slots=True)
-class Session:
-    """A server-side connection: one processlist row, without the query text."""
+class Session(NamedTuple):
+    """A server-side connection: one processlist row, without the query text. A named
+    tuple, like Endpoint: a read at 10,000 sessions builds 10,000 of them."""
 
     id: int
     # Client address as the server reports it. ip may be a hostname or "localhost" when

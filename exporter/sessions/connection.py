@@ -49,6 +49,8 @@ LOST_CONNECTION_CODES = frozenset(
     }
 )
 ACCESS_DENIED_CODES = frozenset({1044, 1045, 1698})
+# Authentication plugins whose client side sends the password itself.
+CLEARTEXT_AUTH_PLUGINS = frozenset({b"mysql_clear_password", b"dialog"})
 PROCESS_DENIED_CODES = frozenset({1227})
 
 _PROBE_SQL = "SELECT VERSION(), CONNECTION_ID(), " + sources.PROBE_COLUMNS_SQL
@@ -137,6 +139,18 @@ class _Connection(_BaseConnection):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+    def _process_auth(self, plugin_name: bytes, auth_packet: Any, *rest: Any) -> Any:
+        # PyMySQL answers these with the password itself to whoever asks, e.g. anybody
+        # answering on the server's address. Like libmysqlclient without
+        # --enable-cleartext-plugin, refuse unless TLS protects the connection.
+        if plugin_name in CLEARTEXT_AUTH_PLUGINS and not getattr(self, "_secure", False):
+            raise pymysql.err.OperationalError(
+                2059,
+                f"refusing to send the password in clear text ({plugin_name.decode()!s}) "
+                "over a connection without TLS",
+            )
+        return super()._process_auth(plugin_name, auth_packet, *rest)  # type: ignore[misc]
 
 
 class ServerConnection:

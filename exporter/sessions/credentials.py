@@ -135,17 +135,18 @@ def read_my_cnf(
         default_section="\x00no-default-section",
     )
     parser.optionxform = str  # type: ignore[assignment,method-assign]
+    # configparser's own message quotes the line, which may hold a password: the error is
+    # raised after the except clause, so the ConfigError does not even carry it as context.
+    failure: str | None = None
     try:
         parser.read_string(_preprocess(text, name), source=name)
     except configparser.MissingSectionHeaderError as exc:
-        # configparser's own message quotes the line, which may hold a password.
-        raise ConfigError(
-            f"{name}: line {exc.lineno}: option outside of a [section]"
-        ) from None
+        failure = f"line {exc.lineno}: option outside of a [section]"
     except configparser.Error as exc:
         line = getattr(exc, "lineno", None)
-        where = f"line {line}: " if line else ""
-        raise ConfigError(f"{name}: {where}cannot parse ({type(exc).__name__})") from None
+        failure = (f"line {line}: " if line else "") + f"cannot parse ({type(exc).__name__})"
+    if failure is not None:
+        raise ConfigError(f"{name}: {failure}")
     if not parser.has_section(section):
         raise ConfigError(f"{name}: no [{section}] section")
     options: dict[str, str | None] = {}
@@ -249,7 +250,9 @@ def _credentials_from_options(options: Mapping[str, str | None], origin: str) ->
     port: int | None = None
     port_text = _text(options, "port")
     if port_text is not None:
-        if not port_text.strip().isdecimal() or not port_text.strip().isascii():
+        digits = port_text.strip()
+        # Checked before int(): Python refuses to convert more than 4300 digits.
+        if not digits.isdecimal() or not digits.isascii() or len(digits) > 5:
             raise ConfigError(f"{origin}: port: {port_text!r} is not a number from 1 to 65535")
         port = int(port_text)
         if not 0 < port < 65536:
@@ -269,7 +272,8 @@ def _ssl_options(options: Mapping[str, str | None], origin: str) -> SslOptions |
     cert, key = _text(options, "ssl_cert"), _text(options, "ssl_key")
     for option, value in (("ssl-ca", ca), ("ssl-capath", capath), ("ssl-cert", cert),
                           ("ssl-key", key)):
-        if value is not None and not os.access(value, os.R_OK):
+        # os.access raises ValueError for a path with a NUL in it.
+        if value is not None and ("\0" in value or not os.access(value, os.R_OK)):
             raise ConfigError(f"{origin}: {option}: {value}: no such readable file")
     if (cert is None) != (key is None):
         raise ConfigError(f"{origin}: ssl-cert and ssl-key must be given together")

@@ -63,9 +63,12 @@ class SessionReader:
         """Statements sent to the server so far, connect-time ones included."""
         return self.connection.queries_sent
 
-    def read(self, client_ips: frozenset[str] | None, timeout: float) -> ServerView:
+    def read(
+        self, client_ips: frozenset[str] | None, timeout: float, *, fresh: bool = False
+    ) -> ServerView:
         """The server's view of this watcher's sessions (all sessions when ``client_ips`` is
-        None; none, without a processlist query, when it is empty)."""
+        None; none, without a processlist query, when it is empty). Always a fresh read,
+        whatever ``fresh`` says."""
         if not self._lock.acquire(blocking=False):
             return self._failed(BUSY, {})
         durations = {"connect": 0.0, "variables": 0.0, "processlist": 0.0}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from exporter.model import Endpoint, TcpState
 
 
-@dataclass(frozen=True, slots=True)
-class KernelSocket:
+class KernelSocket(NamedTuple):
+    """A named tuple: the netlink parser builds one per socket per collection."""
+
     local: Endpoint
     remote: Endpoint
     state: TcpState

@@ -12,7 +12,7 @@ from typing import Literal
 from exporter.model import Socket, TcpState
 from exporter.sockets import netlink
 from exporter.sockets.kernel import KernelSocket
-from exporter.sockets.owners import UNKNOWN_PROCESS, Owner, OwnerMap
+from exporter.sockets.owners import READER_RECHECK_EVERY, UNKNOWN_PROCESS, Owner, OwnerMap
 from exporter.sockets.procnet import read_proc_net_tcp
 
 logger = logging.getLogger(__name__)
@@ -28,16 +28,14 @@ class SocketReading:
     durations: dict[str, float]  # seconds per phase: "sockets", "owners"
 
 
-@dataclass(frozen=True, slots=True)
-class _Remembered:
-    socket: Socket
-    owner: Owner
-    seen_at: float
+# A socket with a known owner, the owner, and when the socket was last in the kernel's
+# table. A plain tuple: one is stored per socket per read.
+_Remembered = tuple[Socket, Owner, float]
 
 
 def _gone(memory: _Remembered, now: float) -> Socket:
-    last = memory.socket
-    idle = None if last.idle_seconds is None else last.idle_seconds + (now - memory.seen_at)
+    last, owner, seen_at = memory
+    idle = None if last.idle_seconds is None else last.idle_seconds + (now - seen_at)
     return Socket(
         local=last.local,
         remote=last.remote,
@@ -46,8 +44,8 @@ def _gone(memory: _Remembered, now: float) -> Socket:
         uid=last.uid,
         idle_seconds=idle,
         keepalive=False,
-        pid=memory.owner.pid,
-        process=memory.owner.process,
+        pid=owner.pid,
+        process=owner.process,
         gone=True,
     )
 
@@ -80,7 +78,10 @@ class SocketReader:
         self._use_netlink = source != "proc"
         self._proc_root = proc_root
         self._clock = clock
-        self._owners = owners if owners is not None else OwnerMap(proc_root, clock=clock)
+        # The reader asks only about inodes in the kernel's table: owners may be trusted.
+        self._owners = owners if owners is not None else OwnerMap(
+            proc_root, clock=clock, recheck_every=READER_RECHECK_EVERY
+        )
         self._dump = netlink_dump
         self._memory: dict[int, _Remembered] = {}
 
@@ -107,35 +108,36 @@ class SocketReader:
         started = time.perf_counter()
         rows, source = self._list()
         listed = time.perf_counter()
-        owners = self._owners.resolve({row.inode for row in rows})
+        present = {row.inode for row in rows if row.inode}
+        owners = self._owners.resolve(present)
         now = self._clock()
         sockets: list[Socket] = []
-        present: set[int] = set()
+        remembered = self._memory
+        # Runs once per socket: positional arguments, in Socket's field order (local,
+        # remote, state, inode, uid, idle_seconds, keepalive, pid, process).
         for row in rows:
             owner = owners.get(row.inode)
-            current = Socket(
-                local=row.local,
-                remote=row.remote,
-                state=row.state,
-                inode=row.inode,
-                uid=row.uid,
-                idle_seconds=row.idle_seconds,
-                keepalive=row.keepalive,
-                pid=owner.pid if owner is not None else None,
-                process=owner.process if owner is not None else UNKNOWN_PROCESS,
-            )
+            local, remote = row.local, row.remote
+            last = remembered.get(row.inode)
+            if last is not None and last[0].local == local and last[0].remote == remote:
+                # The same connection as last time: its endpoint objects are reused, so
+                # that connection keys compare by identity in correlation and the engine.
+                local, remote = last[0].local, last[0].remote
+            if owner is None:
+                current = Socket(local, remote, row.state, row.inode, row.uid,
+                                 row.idle_seconds, row.keepalive, None, UNKNOWN_PROCESS)
+            else:
+                current = Socket(local, remote, row.state, row.inode, row.uid,
+                                 row.idle_seconds, row.keepalive, owner.pid, owner.process)
+                remembered[row.inode] = (current, owner, now)
             sockets.append(current)
-            if row.inode:
-                present.add(row.inode)
-            if owner is not None:
-                self._memory[row.inode] = _Remembered(current, owner, now)
-        for inode, memory in list(self._memory.items()):
-            if inode in present:
-                continue
-            if self._owners.still_holds(memory.owner, inode):
+        # Sockets that left the kernel's table: only these need a readlink each.
+        for inode in [inode for inode in remembered if inode not in present]:
+            memory = remembered[inode]
+            if self._owners.still_holds(memory[1], inode):
                 sockets.append(_gone(memory, now))
             else:
-                del self._memory[inode]
+                del remembered[inode]
         finished = time.perf_counter()
         return SocketReading(
             sockets=tuple(sockets),

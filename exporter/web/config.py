@@ -7,9 +7,11 @@ error rather than silently ignored, so a user never believes a setting is active
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
+import re
 import ssl
 import threading
 from collections.abc import Mapping
@@ -17,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bcrypt
-import yaml
+# yaml and bcrypt (about 1 MiB together) are imported where a file is loaded or a password
+# checked, not here: most exporters run without --web.config.file, and their resident
+# memory is a target.
 
 
 class WebConfigError(ValueError):
@@ -64,10 +67,12 @@ class BasicAuth:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def check(self, user: str, password: str) -> bool:
+        import bcrypt
+
         hashed = self.users.get(user)
         if hashed is None:
             # Spend comparable time on unknown users so they cannot be told apart.
-            bcrypt.checkpw(b"x", _DUMMY_HASH)
+            bcrypt.checkpw(b"x", _dummy_hash())
             return False
         token = hmac.new(
             self._cache_key, user.encode() + b"\0" + password.encode(), hashlib.sha256
@@ -82,7 +87,11 @@ class BasicAuth:
         return True
 
 
-_DUMMY_HASH = bcrypt.hashpw(b"dummy", bcrypt.gensalt(rounds=4))
+@functools.cache
+def _dummy_hash() -> bytes:
+    import bcrypt
+
+    return bcrypt.hashpw(b"dummy", bcrypt.gensalt(rounds=4))
 
 
 @dataclass(frozen=True)
@@ -101,7 +110,8 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
 
 
 def _check_keys(section: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(section) - allowed)
+    # YAML keys need not be strings (`1: x`), and mixed types do not sort together.
+    unknown = sorted(set(section) - allowed, key=str)
     if unknown:
         raise WebConfigError(f"{where}: unknown key {unknown[0]!r}")
 
@@ -131,7 +141,7 @@ def _tls_context(tls: Mapping[str, Any], base: Path, source: str) -> ssl.SSLCont
     key = _resolve(base, tls["key_file"], f"{source}: key_file")
     try:
         context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as error:
+    except (OSError, ssl.SSLError, ValueError) as error:  # ValueError: a NUL in a path
         raise WebConfigError(f"{source}: cannot load cert_file/key_file: {error}") from None
     client_auth = str(tls.get("client_auth_type", "NoClientCert"))
     if client_auth not in _CLIENT_AUTH:
@@ -141,7 +151,7 @@ def _tls_context(tls: Mapping[str, Any], base: Path, source: str) -> ssl.SSLCont
         ca = _resolve(base, tls["client_ca_file"], f"{source}: client_ca_file")
         try:
             context.load_verify_locations(cafile=ca)
-        except (OSError, ssl.SSLError) as error:
+        except (OSError, ssl.SSLError, ValueError) as error:
             raise WebConfigError(f"{source}: cannot load client_ca_file: {error}") from None
     elif client_auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert"):
         raise WebConfigError(f"{source}: client_auth_type {client_auth} needs client_ca_file")
@@ -149,28 +159,40 @@ def _tls_context(tls: Mapping[str, Any], base: Path, source: str) -> ssl.SSLCont
 
 
 def _basic_auth(users: Mapping[str, Any], source: str) -> BasicAuth:
+    import bcrypt
+
     parsed: dict[str, bytes] = {}
     for user, hashed in users.items():
+        message = f"{source}: basic_auth_users.{user} must be a bcrypt hash (htpasswd -nbB)"
         if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
-            raise WebConfigError(
-                f"{source}: basic_auth_users.{user} must be a bcrypt hash (htpasswd -nbB)"
-            )
+            raise WebConfigError(message)
+        try:
+            # A malformed hash would otherwise make every request fail (bcrypt raises).
+            bcrypt.checkpw(b"", hashed.encode())
+        except ValueError:
+            raise WebConfigError(message) from None
         parsed[str(user)] = hashed.encode()
     return BasicAuth(parsed)
 
 
 def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
+    import yaml
+
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise WebConfigError(f"{source}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise WebConfigError(f"{source}: not UTF-8 text") from None
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise WebConfigError(f"{source}:{where} not valid YAML") from None
+    except RecursionError:
+        raise WebConfigError(f"{source}: nested too deeply") from None
     top = _mapping(document, source)
     _check_keys(top, _TOP_KEYS, source)
     base = Path(path).resolve().parent
@@ -182,5 +204,20 @@ def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
     return WebConfig(
         ssl_context=_tls_context(tls, base, source) if tls else None,
         basic_auth=_basic_auth(users, source) if users else None,
-        headers={str(k): str(v) for k, v in headers.items()},
+        headers=_headers(headers, source),
     )
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _headers(headers: Mapping[Any, Any], source: str) -> dict[str, str]:
+    """Response headers; aiohttp would refuse to send a response with a bad one, so every
+    request would fail: a bad name or a value with CR, LF or NUL is a configuration error."""
+    checked: dict[str, str] = {}
+    for name, value in headers.items():
+        name, value = str(name), str(value)
+        if not _TOKEN.fullmatch(name) or set(value) & {"\r", "\n", "\0"}:
+            raise WebConfigError(f"{source}: http_server_config.headers: invalid header {name!r}")
+        checked[name] = value
+    return checked

@@ -38,7 +38,7 @@ class FakeSessions:
         self.asked_ips: list[frozenset[str] | None] = []
         self.release = threading.Event()
 
-    def read(self, client_ips, timeout: float) -> ServerView:
+    def read(self, client_ips, timeout: float, *, fresh: bool = False) -> ServerView:
         self.reads += 1
         self.queries_sent += 2
         self.asked_ips.append(client_ips)

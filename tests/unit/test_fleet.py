@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import time
 
@@ -118,8 +119,9 @@ def test_a_sidecar_engine_reads_through_a_standalone_fleet_exporter() -> None:
         # Each sidecar received only its own address's sessions.
         assert [s.id for s in target.server.sessions] == [1]
         assert snap.counters["db:3306"].queries == 0
-    # Twenty sidecars, one database read.
-    assert database.reads == 1
+    # Twenty sidecars with connections no read has seen: each asks for a fresh read; they
+    # share the first, or (asking after it started) one more, never twenty.
+    assert database.reads <= 2
     assert not denied.ok and "401" in (denied.error or "")
     assert not refused.ok and "400" in (refused.error or "")
 
@@ -162,3 +164,78 @@ def test_credentials_never_leave_in_the_error() -> None:
     assert base64.b64encode(b"u:pw-123").decode() not in repr(result)
 
 
+
+
+def test_a_new_connection_gets_a_fresh_fleet_read_not_a_cached_one() -> None:
+    """The fleet exporter's cached read cannot know a connection made after it: the sidecar
+    asks for a fresh read, and sees the new session matched instead of a phantom."""
+    present = [sess(1, 5000)]
+    database = FakeSessions(lambda: view(*present, read_at=time.monotonic()))
+    standalone = Engine(
+        [WatchedTarget("db:3306", DB.ip, DB.port, database,
+                       resolver=lambda h: frozenset({DB.ip}))],
+        FakeSockets([]), Settings(), server_interval=30,
+    )
+    sockets = FakeSockets([sock(5000)])
+
+    async def scenario():
+        runner, port = await serve(build_app(standalone, WebOptions(fleet=True)))
+        sidecar = Engine(
+            [WatchedTarget("db:3306", DB.ip, DB.port,
+                           FleetSessionSource(f"http://127.0.0.1:{port}", "db:3306"),
+                           resolver=lambda h: frozenset({DB.ip}))],
+            sockets, Settings(risk_headroom=60), server_interval=30,
+        )
+        try:
+            first = await sidecar.collect(5)
+            again = await sidecar.collect(5)  # nothing new: no request, no read
+            reads_before = database.reads
+            present.append(sess(2, 5001))
+            sockets.sockets = [sock(5000), sock(5001)]
+            started = time.monotonic()
+            fresh = await sidecar.collect(5)
+            waited = time.monotonic() - started
+            # Interval not elapsed, nothing new: the standalone's cache answers.
+            cached = await asyncio.to_thread(
+                FleetSessionSource(f"http://127.0.0.1:{port}", "db:3306").read,
+                frozenset({"10.0.0.9"}), 5)
+        finally:
+            await runner.cleanup()
+            sidecar.close()
+            standalone.close()
+        return first, again, reads_before, fresh, waited, cached
+
+    first, again, reads_before, fresh, waited, cached = asyncio.run(scenario())
+    assert [i.state for i in first.targets[0].items] == [State.IDLE]
+    assert [i.state for i in again.targets[0].items] == [State.IDLE]
+    assert reads_before == 1
+    assert sorted(i.state.value for i in fresh.targets[0].items) == ["idle", "idle"]
+    assert database.reads == 2
+    assert waited < 3  # the fresh read waits out at most the gap after the first read
+    assert cached.ok and len(cached.sessions) == 2 and database.reads == 2
+
+
+def test_fresh_fleet_requests_share_reads_spaced_by_the_gap() -> None:
+    from exporter.engine import FLEET_FRESH_GAP_SECONDS
+
+    database = FakeSessions(lambda: view(sess(1, 5000), read_at=time.monotonic()))
+    standalone = Engine(
+        [WatchedTarget("db:3306", DB.ip, DB.port, database,
+                       resolver=lambda h: frozenset({DB.ip}))],
+        FakeSockets([]), Settings(), server_interval=30,
+    )
+
+    async def scenario():
+        starts = []
+        for _ in range(3):
+            views = await asyncio.gather(
+                *(standalone.fleet_view("db:3306", 5, fresh=True) for _ in range(50)))
+            assert all(v.ok for v in views)
+            starts.append(standalone._targets[0].fleet_started_at)
+        standalone.close()
+        return starts
+
+    starts = asyncio.run(scenario())
+    # 150 fresh requests in three bursts: three reads, at least the gap apart.
+    assert database.reads == 3
+    assert all(b - a >= FLEET_FRESH_GAP_SECONDS * 0.99 for a, b in itertools.pairwise(starts))

@@ -653,3 +653,22 @@ def test_dump_never_waits_past_its_timeout() -> None:
         netlink.dump_tcp([3306], timeout=0)
     assert raised.value.errno == errno.ETIMEDOUT
     assert not isinstance(raised.value, netlink.NetlinkUnavailable)
+
+
+def test_messages_of_one_size_with_other_attribute_layouts() -> None:
+    # The parser remembers the attribute layout of a message size; a message of that size
+    # laid out otherwise must still be walked attribute by attribute.
+    info = rt_attribute(netlink.INET_DIAG_INFO, tcp_info(4000, 9000, b""))
+    other = rt_attribute(8, bytes(8))
+    short = rt_attribute(netlink.INET_DIAG_INFO, tcp_info(1, 1, b"")[:40])  # no times
+    filler = rt_attribute(8, bytes(len(info) + len(other) - len(short) - 4))
+    layouts = [other + info, other + info, info + other, other + info,
+               short + filler, short + filler, filler + short]
+    assert len({len(attributes) for attributes in layouts}) == 1
+    data = b"".join(
+        nl_message(netlink.SOCK_DIAG_BY_FAMILY,
+                   diag_payload(2, 1, 0, bytes(16), bytes(16), 40000 + n, 3306, 0, n, attributes))
+        for n, attributes in enumerate(layouts)
+    )
+    parsed, _ = netlink.parse_messages(data)
+    assert [row.idle_seconds for row in parsed] == [4.0] * 4 + [None] * 3

@@ -12,7 +12,9 @@ from typing import Any
 import psutil
 import pytest
 
+from exporter.model import Endpoint, TcpState
 from exporter.sockets import owners as owners_module
+from exporter.sockets.kernel import KernelSocket
 from exporter.sockets.owners import (
     DEFAULT_NEGATIVE_TTL,
     Owner,
@@ -20,6 +22,7 @@ from exporter.sockets.owners import (
     ProcessNames,
     parse_stat,
 )
+from exporter.sockets.reader import SocketReader
 
 
 class FakeClock:
@@ -292,3 +295,62 @@ def test_other_users_processes_are_skipped_silently(
     assert report["still_holds"] is False
     # The same question asked with our own rights does see it.
     assert OwnerMap().still_holds(held, theirs)
+
+
+# --- trusting owners while the kernel still lists the socket (the reader's mode) ----------
+
+
+def test_trusted_owners_are_confirmed_in_turns(tree: Path) -> None:
+    owners = OwnerMap(str(tree), recheck_every=4)
+    expected = {555: Owner(100, 3, "worker"), 558: Owner(101, 9, "odd) (name")}
+    assert owners.resolve({555, 558}) == expected
+    assert (owners.scans, owners.confirmations) == (1, 0)
+    for _ in range(4):
+        assert owners.resolve({555, 558}) == expected
+    # Each owner once in four calls, instead of each in every call.
+    assert (owners.scans, owners.confirmations) == (1, 2)
+
+
+def test_a_new_process_incarnation_is_confirmed_at_once(tree: Path) -> None:
+    owners = OwnerMap(str(tree), recheck_every=1000)
+    assert owners.resolve({555})[555].process == "worker"
+    owners.resolve({555})
+    before = owners.confirmations
+    # pid 100 reused by another process that holds no such socket: not trusted.
+    fake_process(tree, 100, "impostor", 99, {})
+    (tree / "100" / "fd" / "3").unlink()
+    assert owners.resolve({555}) == {}
+    assert owners.confirmations == before + 1
+    assert owners.scans == 2
+
+
+def test_a_moved_descriptor_is_found_within_one_round_of_turns(tree: Path) -> None:
+    owners = OwnerMap(str(tree), recheck_every=4)
+    assert owners.resolve({555}) == {555: Owner(100, 3, "worker")}
+    (tree / "100" / "fd" / "3").unlink()
+    (tree / "100" / "fd" / "7").symlink_to("socket:[555]")  # dup2(3, 7); close(3)
+    seen = [owners.resolve({555})[555].fd for _ in range(4)]
+    assert seen[-1] == 7 and seen.count(3) <= 3
+    assert owners.scans == 2
+
+
+def test_the_reader_trusts_owners_but_still_sees_them_go(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    owners = OwnerMap(recheck_every=owners_module.READER_RECHECK_EVERY)
+    inode = inode_of(pair[0])
+    rows = [
+        KernelSocket(Endpoint("10.0.0.1", 40000), Endpoint("10.0.0.2", 3306),
+                     TcpState.ESTABLISHED, inode, os.getuid(), 1.0, False)
+    ]
+    tables = [rows] * 10 + [[], []]
+    reader = SocketReader([3306], owners=owners, netlink_dump=lambda _: tables.pop(0))
+    for _ in range(10):
+        [found] = reader.read().sockets
+        assert (found.pid, found.gone) == (os.getpid(), False)
+    assert owners.confirmations <= 1
+    # Left the kernel's table while we still hold it: reported gone (one readlink).
+    [gone] = reader.read().sockets
+    assert gone.gone and gone.inode == inode
+    pair[0].close()
+    assert reader.read().sockets == ()

@@ -144,6 +144,14 @@ def test_sleeping_and_busy() -> None:
          Session(5, None, "u", None, "Sleep", 1.0)),
         ((5, "u", "h:1", None, "Sleep", 10**400, None, None, None, "nan"),
          Session(5, Endpoint("h", 1), "u", None, "Sleep", 0.0)),
+        # A finite DECIMAL beyond any float: not a time, so TIME is used instead.
+        ((5, "u", "h:1", None, "Sleep", 7, Decimal("1E+400"), None, None, None),
+         Session(5, Endpoint("h", 1), "u", None, "Sleep", 7.0)),
+        ((5, "u", "h:1", None, "Sleep", 7, Decimal("-Infinity"), None, None, None),
+         Session(5, Endpoint("h", 1), "u", None, "Sleep", 7.0)),
+        # A list row (any sequence) takes the general path.
+        ([5, "u", "h:1", None, "Sleep", None, Decimal("1500"), None, None, None],
+         Session(5, Endpoint("h", 1), "u", None, "Sleep", 1.5)),
     ],
 )
 def test_odd_rows(row: tuple[object, ...], expected: Session | None) -> None:
@@ -226,7 +234,7 @@ def test_processlist_query_shape(
     for ip in client_ips or ():
         assert ip not in sql
     # Ten columns, always.
-    select_list = sql.split(" FROM ", 1)[0].removeprefix("SELECT ")
+    select_list = sql.split(" FROM ", 1)[0].split("SELECT ", 1)[1]  # after SET STATEMENT
     assert len(select_list.split(", ")) == len(COLUMNS)
     if client_ips is not None and not client_ips:
         assert sql.endswith("AND FALSE")
@@ -256,6 +264,24 @@ def test_performance_schema_filter() -> None:
     assert query.args == ("10.0.0.1", "::ffff:10.0.0.1")
     assert "performance_schema.socket_instances" in query.sql
     assert "t.TYPE = 'FOREGROUND'" in query.sql
+
+
+def test_performance_schema_join_is_hashed_on_mariadb_only() -> None:
+    # MariaDB joins its index-less performance_schema tables with a nested loop unless the
+    # statement allows a hash join: quadratic in the sessions for a whole read.
+    for client_ips in (None, frozenset({"10.0.0.1"})):
+        maria = processlist_query(Source.PS_THREADS, client_ips, flavor=Flavor.MARIADB)
+        assert maria.sql.startswith("SET STATEMENT join_cache_level=4, join_buffer_size=")
+        assert " FOR SELECT " in maria.sql
+        mysql = processlist_query(Source.PS_THREADS, client_ips, flavor=Flavor.MYSQL)
+        assert mysql.sql.startswith("SELECT ") and "STRAIGHT_JOIN" not in mysql.sql
+    assert not processlist_query(Source.INFORMATION_SCHEMA, None).sql.startswith("SET")
+    # Filtered: from the asked addresses' sockets to their threads; whole: every thread.
+    filtered = processlist_query(Source.PS_THREADS, frozenset({"10.0.0.1"}))
+    assert ("FROM performance_schema.socket_instances AS s STRAIGHT_JOIN "
+            "performance_schema.threads AS t ON") in filtered.sql
+    whole = processlist_query(Source.PS_THREADS, None)
+    assert "FROM performance_schema.threads AS t LEFT JOIN" in whole.sql
 
 
 def test_ps_processlist_per_session_timeouts() -> None:
