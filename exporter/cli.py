@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from aiohttp import web
 
@@ -35,8 +35,14 @@ log = logging.getLogger("exporter")
 # objects are acyclic and die by reference counting when the next snapshot replaces them,
 # so the count of net allocations barely grows from one collection to the next; a pass
 # every 100,000 of them (at 50,000, one 15-20 ms pass still hit most 10,000-session
-# collections) leaves the cycles that do occur (asyncio, aiohttp) to a pass now and then.
+# collections) rarely runs at all.
 GC_THRESHOLDS = (100_000, 20, 100)
+# The cycles that do occur come mostly from serving HTTP (asyncio keeps each closed
+# connection's transport in a reference cycle: about 1 KiB a connection). With passes that
+# rare they would pile up for thousands of scrapes, so a full pass runs after every this
+# many collections instead: garbage stays under about 100 KiB, for a pass of about 0.2 ms
+# at 100 sessions and 30 ms at 10,000 (0.3 ms a collection).
+GC_FULL_EVERY = 100
 
 
 def tune_gc() -> None:
@@ -48,7 +54,25 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def build_engine(config: Config, environ: Mapping[str, str]) -> Engine:
+def full_gc_every(collections: int) -> Callable[[], None]:
+    """An Engine ``on_collected`` hook: a full garbage collection every N collections."""
+    done = 0
+
+    def after_collection() -> None:
+        nonlocal done
+        done += 1
+        if done % collections == 0:
+            gc.collect()
+
+    return after_collection
+
+
+def build_engine(
+    config: Config,
+    environ: Mapping[str, str],
+    *,
+    on_collected: Callable[[], None] | None = None,
+) -> Engine:
     """Everything a running exporter needs, from validated flags. Raises UsageError."""
     targets = [
         WatchedTarget(name=t.name, host=t.host, port=t.port, sessions=source)
@@ -68,6 +92,7 @@ def build_engine(config: Config, environ: Mapping[str, str]) -> Engine:
         settings,
         server_interval=config.server_interval,
         top_sessions=config.sessions_top,
+        on_collected=on_collected,
     )
 
 
@@ -140,7 +165,7 @@ def run(argv: Sequence[str]) -> int:
         config = parse_config(argv)
         setup_logging(config.log_level, config.log_format)
         options = web_options(config)
-        engine = build_engine(config, os.environ)
+        engine = build_engine(config, os.environ, on_collected=full_gc_every(GC_FULL_EVERY))
     except UsageError as error:
         fail(str(error))
     log.info(

@@ -123,7 +123,10 @@ class Engine:
         server_interval: float = 30.0,
         top_sessions: int = 20,
         clock: Callable[[], float] = time.monotonic,
+        on_collected: Callable[[], None] | None = None,
     ) -> None:
+        """``on_collected`` runs on the event loop after every collection (the command
+        line uses it for garbage collection, see exporter.cli)."""
         self._targets = list(targets)
         self._sockets = sockets
         self._settings = settings
@@ -136,6 +139,7 @@ class Engine:
         self._inflight: asyncio.Future[Snapshot] | None = None
         self._last: Snapshot | None = None
         self._collections = 0
+        self._on_collected = on_collected
 
     @property
     def target_names(self) -> list[str]:
@@ -253,6 +257,8 @@ class Engine:
             top_sessions=self._top,
         )
         self._last = snapshot
+        if self._on_collected is not None:
+            self._on_collected()
         return snapshot
 
     async def _collect_target(

@@ -164,3 +164,34 @@ def test_counters_count_reads_errors_and_queries() -> None:
     engine.close()
     counters = snap.counters["db:3306"]
     assert (counters.reads, counters.read_errors, counters.queries) == (2, 1, 4)
+
+
+def test_the_collected_hook_runs_once_per_collection_not_per_scrape() -> None:
+    calls: list[int] = []
+    sessions = FakeSessions(fresh_view(sess(1, 5000)), delay=0.2)
+    source = FakeSockets([sock(5000)])
+    target = WatchedTarget("db:3306", DB.ip, DB.port, sessions,
+                           resolver=lambda host: frozenset({DB.ip}))
+    engine = Engine([target], source, Settings(), server_interval=0,
+                    on_collected=lambda: calls.append(len(calls)))
+
+    async def run():
+        await asyncio.gather(*(engine.collect(5.0) for _ in range(10)))
+        await engine.collect(5.0)
+
+    asyncio.run(run())
+    engine.close()
+    assert calls == [0, 1]
+
+
+def test_a_full_garbage_collection_every_n_collections(monkeypatch) -> None:
+    import gc
+
+    from exporter import cli
+
+    passes: list[int] = []
+    monkeypatch.setattr(gc, "collect", lambda *args: passes.append(1) or 0)
+    hook = cli.full_gc_every(3)
+    for _ in range(7):
+        hook()
+    assert len(passes) == 2
