@@ -723,7 +723,8 @@ def summarise_latency(path: Path, start: float, end: float) -> dict[str, Any]:
     return {"n": len(values), "errors": errors, "p50": pct(values, 50), "p90": pct(values, 90),
             "p99": pct(values, 99), "p999": pct(values, 99.9),
             "max": max(values) if values else None,
-            "mean": statistics.fmean(values) if values else None}
+            "mean": statistics.fmean(values) if values else None,
+            "over_5ms": sum(v > 0.005 for v in values) / len(values) if values else None}
 
 
 def watch_for(pattern: str, stop: threading.Event) -> None:
@@ -959,15 +960,19 @@ def print_sim(report: dict[str, Any]) -> None:
           f"{report['processlist_rows']:,} sessions on the server, performance_schema "
           f"{'ON' if report['performance_schema'] else 'OFF'}, phases of "
           f"{report['phase_seconds']} s, scrapes every {report['scrape_interval']} s\n")
-    print("| phase | mariadbd CPU % | SELECT 1 p50 / p99 / p99.9 ms | login p50 / p99 / p99.9 ms"
-          " | server reads in phase | scrapes (failed) | watchers all idle |")
-    print("|---|---|---|---|---|---|---|")
+    print("| phase | mariadbd CPU % | server reads | SELECT 1 p50 / p99 / p99.9 ms | > 5 ms |"
+          " login p50 / p99 / p99.9 ms | > 5 ms | scrapes (failed) | watchers all idle |")
+    print("|---|---|---|---|---|---|---|---|---|")
+
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{value * 100:.2f} %"
+
     for p in report["phases"]:
         s, lg = p["select"], p["login"]
-        reads = f"{p['server_reads']:.0f}"
-        print(f"| {p['phase']} | {p['server_cpu_percent']:.1f} | {ms(s['p50'])} / "
-              f"{ms(s['p99'])} / {ms(s['p999'])} | {ms(lg['p50'])} / {ms(lg['p99'])} / "
-              f"{ms(lg['p999'])} | {reads} | {p.get('scrapes', '-')} "
+        print(f"| {p['phase']} | {p['server_cpu_percent']:.1f} | {p['server_reads']:.0f} | "
+              f"{ms(s['p50'])} / {ms(s['p99'])} / {ms(s['p999'])} | {share(s.get('over_5ms'))} | "
+              f"{ms(lg['p50'])} / {ms(lg['p99'])} / {ms(lg['p999'])} | "
+              f"{share(lg.get('over_5ms'))} | {p.get('scrapes', '-')} "
               f"({p.get('scrape_failures', '-')}) | {p.get('watchers_all_idle', '-')} |")
 
 
