@@ -59,6 +59,7 @@ from typing import Any
 
 import pymysql
 
+from benchmarks.scale import Proc
 from exporter.sessions import sources
 from exporter.sessions.credentials import Credentials
 from exporter.sessions.reader import SessionReader
@@ -86,12 +87,6 @@ def log(message: str) -> None:
 def set_name(name: str) -> None:
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
-
-
-def _child_setup() -> None:
-    """In a child before exec: SIGTERM when the benchmark dies, even by SIGKILL."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def raise_nofile() -> int:
@@ -135,45 +130,6 @@ def loadavg() -> str:
 
 
 # --- child processes -------------------------------------------------------------------
-
-
-class Proc:
-    """A child process in its own session with its output in a log file."""
-
-    def __init__(self, name: str, argv: Sequence[str], logdir: Path, *,
-                 env: dict[str, str] | None = None, stdin: int | None = None,
-                 stdout: int | None = None) -> None:
-        self.name = name
-        self.log_path = logdir / f"{name}.log"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
-        self.popen = subprocess.Popen(
-            list(argv), cwd=REPO, env={**os.environ, **(env or {})}, stdin=stdin,
-            stdout=stdout if stdout is not None else self._log, stderr=self._log, text=True,
-            start_new_session=True, preexec_fn=_child_setup,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def log_tail(self, chars: int = 600) -> str:
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-chars:]
-        return ""
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.popen.terminate()
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=10)
-        self._log.close()
 
 
 class Holder(Proc):

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -117,7 +118,7 @@ class Worker:
 
     def __init__(self, name: str, host: str, port: int, user: str, password: str,
                  connections: int = 1) -> None:
-        self.process = subprocess.Popen(
+        self.process = self._spawn(
             [sys.executable, "-m", "tests.support.worker", name, host, str(port), user,
              str(connections)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -126,6 +127,10 @@ class Worker:
         ready = self._line()
         assert ready.startswith("ready"), ready
         self.ports = [int(p) for p in ready.split()[1:]]
+
+    def _spawn(self, argv: list[str], **popen_kwargs: Any) -> subprocess.Popen[str]:
+        """Where the worker runs; subclasses start it elsewhere (another namespace)."""
+        return subprocess.Popen(argv, **popen_kwargs)
 
     def _line(self) -> str:
         assert self.process.stdout is not None

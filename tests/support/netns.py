@@ -42,7 +42,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -404,16 +403,11 @@ class NsWorker(Worker):
 
     def __init__(self, pair: ClientSide, name: str, host: str, port: int, user: str,
                  password: str, connections: int = 1) -> None:
-        self.process = pair.run_in(
-            pair.client_ns,
-            [sys.executable, "-m", "tests.support.worker", name, host, str(port), user,
-             str(connections)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            env={**os.environ, "WORKER_PASSWORD": password},
-        )
-        ready = self._line()
-        assert ready.startswith("ready"), ready
-        self.ports = [int(p) for p in ready.split()[1:]]
+        self._pair = pair
+        super().__init__(name, host, port, user, password, connections)
+
+    def _spawn(self, argv: list[str], **popen_kwargs: Any) -> subprocess.Popen[str]:
+        return self._pair.run_in(self._pair.client_ns, argv, **popen_kwargs)
 
 
 class _NsHTTPConnection(http.client.HTTPConnection):
