@@ -163,6 +163,13 @@ def _basic_auth(users: Mapping[str, Any], source: str) -> BasicAuth:
 
     parsed: dict[str, bytes] = {}
     for user, hashed in users.items():
+        try:
+            # YAML escapes can name users no client can send (lone surrogates).
+            str(user).encode("utf-8")
+        except UnicodeEncodeError:
+            raise WebConfigError(
+                f"{source}: basic_auth_users has a user name that is not valid UTF-8"
+            ) from None
         message = f"{source}: basic_auth_users.{user} must be a bcrypt hash (htpasswd -nbB)"
         if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
             raise WebConfigError(message)

@@ -237,6 +237,7 @@ def test_tls_min_version_is_enforced(tmp_path: Path) -> None:
         ),
         ("key: [unclosed\n", "not valid YAML"),
         ("http_server_config:\n  bogus: 1\n", "unknown key 'bogus'"),
+        ('basic_auth_users:\n  "\\uDCFF": $2b$04$abcdefghijklmnopqrstuu\n', "not valid UTF-8"),
     ],
 )
 def test_bad_web_config_files(tmp_path: Path, content: str, fragment: str) -> None:
