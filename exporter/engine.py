@@ -26,6 +26,7 @@ from exporter.correlate import (
     correlate,
     needs_fresh_read,
 )
+from exporter.fleet import IndexedView
 from exporter.model import Endpoint, ServerView, Socket, TcpState
 
 log = logging.getLogger(__name__)
@@ -91,11 +92,12 @@ class WatchedTarget:
     last_view: ServerView | None = None
     known_at_read: frozenset[ConnectionKey] = frozenset()
     memory: Memory = field(default_factory=Memory)
-    # Fleet mode: the last whole (unfiltered) read served to sidecars, and the one in flight.
-    fleet_view: ServerView | None = None
-    fleet_inflight: asyncio.Future[ServerView] | None = None
+    # Fleet mode: the last whole (unfiltered) read served to sidecars, indexed by client
+    # address, and the one in flight.
+    fleet_read: IndexedView | None = None
+    fleet_inflight: asyncio.Future[IndexedView] | None = None
     # The next fresh read, not started yet, that sidecars' fresh requests share.
-    fleet_pending: asyncio.Future[ServerView] | None = None
+    fleet_pending: asyncio.Future[IndexedView] | None = None
     fleet_started_at: float | None = None
     own_endpoints: deque[Endpoint] = field(default_factory=lambda: deque(maxlen=32))
     counters: TargetCounters = field(default_factory=TargetCounters)
@@ -163,16 +165,18 @@ class Engine:
         except TimeoutError:
             return self._timed_out_snapshot()
 
-    async def fleet_view(self, name: str, timeout: float, *, fresh: bool = False) -> ServerView:
-        """The whole processlist of one target, read at most once per interval however many
-        sidecars ask; concurrent askers share one read.
+    async def fleet_read(
+        self, name: str, timeout: float, *, fresh: bool = False
+    ) -> IndexedView:
+        """The whole processlist of one target, indexed by client address, read at most
+        once per interval however many sidecars ask; concurrent askers share one read.
 
         A ``fresh`` request (a sidecar saw a connection that its last answer cannot know)
         gets a read that starts after it arrived; all fresh requests waiting at that moment
         share it, and such reads start at least FLEET_FRESH_GAP_SECONDS apart."""
         target = next((t for t in self._targets if t.name == name), None)
         if target is None:
-            return ServerView(target=name, ok=False, error="unknown target")
+            return IndexedView(ServerView(target=name, ok=False, error="unknown target"))
         if fresh:
             if target.fleet_pending is None or target.fleet_pending.done():
                 target.fleet_pending = asyncio.ensure_future(
@@ -181,11 +185,11 @@ class Engine:
             shared = target.fleet_pending
         else:
             now = self._clock()
-            cached = target.fleet_view
+            cached = target.fleet_read
             if (
                 cached is not None
-                and cached.ok
-                and now - cached.read_at < max(self._interval, 1.0)
+                and cached.view.ok
+                and now - cached.view.read_at < max(self._interval, 1.0)
             ):
                 return cached
             if target.fleet_inflight is None or target.fleet_inflight.done():
@@ -194,9 +198,9 @@ class Engine:
         try:
             return await asyncio.wait_for(asyncio.shield(shared), timeout)
         except TimeoutError:
-            return ServerView(target=name, ok=False, error="server read timed out")
+            return IndexedView(ServerView(target=name, ok=False, error="server read timed out"))
 
-    async def _fleet_fresh_read(self, target: WatchedTarget, timeout: float) -> ServerView:
+    async def _fleet_fresh_read(self, target: WatchedTarget, timeout: float) -> IndexedView:
         while True:
             inflight = target.fleet_inflight
             if inflight is not None and not inflight.done():
@@ -213,18 +217,19 @@ class Engine:
         target.fleet_inflight = asyncio.ensure_future(self._fleet_read(target, timeout))
         return await target.fleet_inflight
 
-    async def _fleet_read(self, target: WatchedTarget, timeout: float) -> ServerView:
+    async def _fleet_read(self, target: WatchedTarget, timeout: float) -> IndexedView:
         loop = asyncio.get_running_loop()
         target.fleet_started_at = self._clock()
         before = target.sessions.queries_sent
-        view = await loop.run_in_executor(self._pool, target.sessions.read, None, timeout)
+        # Indexed in the pool with the read: it walks every session, once per read.
+        read = await loop.run_in_executor(self._pool, _read_indexed, target.sessions, timeout)
         target.counters = TargetCounters(
             reads=target.counters.reads + 1,
-            read_errors=target.counters.read_errors + (0 if view.ok else 1),
+            read_errors=target.counters.read_errors + (0 if read.view.ok else 1),
             queries=target.counters.queries + (target.sessions.queries_sent - before),
         )
-        target.fleet_view = view
-        return view
+        target.fleet_read = read
+        return read
 
     def close(self) -> None:
         for target in self._targets:
@@ -382,6 +387,11 @@ class Engine:
             for t in self._last.targets
         )
         return dataclasses.replace(self._last, targets=down)
+
+
+def _read_indexed(sessions: SessionSource, timeout: float) -> IndexedView:
+    """A whole read (no client filter), indexed for the sidecars' answers."""
+    return IndexedView(sessions.read(None, timeout))
 
 
 def _after_read(

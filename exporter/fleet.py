@@ -9,6 +9,7 @@ receives only its own sessions.
 from __future__ import annotations
 
 import base64
+import heapq
 import json
 import logging
 import math
@@ -33,14 +34,49 @@ class FleetFormatError(ValueError):
     """A fleet answer is not a document this version understands."""
 
 
-def filter_view(view: ServerView, client_ips: Collection[str] | None) -> ServerView:
-    """The part of a full read that concerns the given client addresses."""
-    if client_ips is None:
-        return view
-    wanted = frozenset(client_ips)
-    sessions = tuple(
-        s for s in view.sessions if s.client is not None and s.client.ip in wanted
-    )
+class IndexedView:
+    """A whole read with its sessions grouped by client address.
+
+    Built once per read, when the read is cached: a sidecar's answer then costs in
+    proportion to its own sessions, not the server's total (a scan of the whole list was
+    1.1 ms of CPU per answer at 10,000 sessions). Answers are exactly those of a scan that
+    keeps, in the read's order, the sessions whose client IP is one of the asked ones.
+    """
+
+    __slots__ = ("_by_ip", "view")
+
+    def __init__(self, view: ServerView) -> None:
+        self.view = view
+        positions: dict[str, list[int]] = {}
+        for position, session in enumerate(view.sessions):
+            if session.client is not None:
+                positions.setdefault(session.client.ip, []).append(position)
+        # Per address: the read's positions (to merge several addresses in the read's
+        # order) and the sessions themselves (one address, the usual ask: no copy at all).
+        self._by_ip: dict[str, tuple[tuple[int, ...], tuple[Session, ...]]] = {
+            ip: (tuple(at), tuple(view.sessions[i] for i in at))
+            for ip, at in positions.items()
+        }
+
+    def answer(self, client_ips: Collection[str] | None) -> ServerView:
+        """The part of the read that concerns the given client addresses (None: all)."""
+        if client_ips is None:
+            return self.view
+        return _with_sessions(self.view, self._sessions_of(frozenset(client_ips)))
+
+    def _sessions_of(self, wanted: frozenset[str]) -> tuple[Session, ...]:
+        found = [self._by_ip[ip] for ip in wanted if ip in self._by_ip]
+        if not found:
+            return ()
+        if len(found) == 1:
+            return found[0][1]
+        # Each address's positions are ascending: merging keeps the read's order.
+        merged = heapq.merge(*(zip(at, sessions, strict=True) for at, sessions in found))
+        return tuple(session for _, session in merged)
+
+
+def _with_sessions(view: ServerView, sessions: tuple[Session, ...]) -> ServerView:
+    """The read's facts with only the given sessions (what a sidecar is sent)."""
     return ServerView(
         target=view.target,
         ok=view.ok,

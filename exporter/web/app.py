@@ -22,7 +22,7 @@ from exporter import __version__
 from exporter.addresses import normalise_ip
 from exporter.collector import Snapshot, SnapshotCollector
 from exporter.engine import Engine
-from exporter.fleet import FLEET_PATH, encode_view, filter_view
+from exporter.fleet import FLEET_PATH, encode_view
 from exporter.web.config import WebConfig
 
 log = logging.getLogger(__name__)
@@ -107,8 +107,8 @@ async def _fleet_sessions(request: web.Request) -> web.Response:
     client_ips = frozenset(normalise_ip(ip) for ip in asked if ip) if asked else None
     timeout = scrape_timeout(request.headers.get(SCRAPE_TIMEOUT_HEADER), options)
     # fresh=1: the sidecar saw a connection that a cached read cannot know.
-    view = await engine.fleet_view(target, timeout, fresh=request.query.get("fresh") == "1")
-    document = encode_view(filter_view(view, client_ips), time.monotonic())
+    read = await engine.fleet_read(target, timeout, fresh=request.query.get("fresh") == "1")
+    document = encode_view(read.answer(client_ips), time.monotonic())
     return web.json_response(document)
 
 
