@@ -28,6 +28,7 @@ import pymysql.cursors
 from exporter.addresses import endpoint
 from exporter.model import Endpoint, Flavor
 from exporter.sessions import sources
+from exporter.sessions.compact import GROUP_CONCAT_MAX_LEN
 from exporter.sessions.credentials import Credentials, SslMode, SslOptions
 from exporter.sessions.sources import Capabilities
 
@@ -269,10 +270,12 @@ class ServerConnection:
             "local_infile": False,
             "program_name": self._program_name,
         }
+        # One statement at connect: the session's own idle limit, and room for the packed
+        # processlist (sessions/compact.py; the default 1 KiB holds about 25 sessions).
+        settings = [f"group_concat_max_len = {GROUP_CONCAT_MAX_LEN}"]
         if self._session_wait_timeout is not None:
-            kwargs["init_command"] = (
-                f"SET SESSION wait_timeout = {int(self._session_wait_timeout)}"
-            )
+            settings.insert(0, f"wait_timeout = {int(self._session_wait_timeout)}")
+        kwargs["init_command"] = "SET SESSION " + ", ".join(settings)
         kwargs.update(ssl_kwargs(creds.ssl))
         return kwargs
 
@@ -311,8 +314,8 @@ class ServerConnection:
         except (OSError, ssl.SSLError, ValueError, RuntimeError) as exc:
             # RuntimeError: e.g. caching_sha2_password without TLS needs "cryptography".
             raise ConnectFailed(f"cannot connect: {self._describe(exc)}") from None
-        # SET NAMES, and the SET SESSION wait_timeout init command.
-        self.queries_sent += 2 if self._session_wait_timeout is not None else 1
+        # SET NAMES, and the SET SESSION init command.
+        self.queries_sent += 2
         return conn
 
     def _probe(self, conn: _Connection, deadline: float) -> ConnectionInfo:

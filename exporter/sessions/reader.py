@@ -1,7 +1,9 @@
 """SessionReader: one target's server-side view, read with a deadline, never raising.
 
-A read sends at most two statements: the global timeouts and one processlist query
-filtered on the server side to this watcher's client IPs. Capability probing happens only
+A read sends one statement: the global timeouts and the processlist, filtered on the
+server side to this watcher's client IPs and packed into one row (sessions/compact.py);
+a second one only when the packed row cannot be trusted (a user or database name holding
+the separators), to read the same rows one by one. Capability probing happens only
 when the connection is (re)opened.
 """
 
@@ -13,7 +15,7 @@ import time
 from decimal import Decimal
 
 from exporter.model import Endpoint, ServerView, Session
-from exporter.sessions import sources
+from exporter.sessions import compact, sources
 from exporter.sessions.connection import (
     OWN_WAIT_TIMEOUT,
     ConnectionInfo,
@@ -54,6 +56,7 @@ class SessionReader:
         self._closed = False
         self._up: bool | None = None
         self._source = ""  # of the last successful read, to log changes
+        self._unpacker = compact.Unpacker()
 
     def __repr__(self) -> str:
         return f"SessionReader({self.target!r}, prefer={self.prefer!r})"
@@ -109,24 +112,37 @@ class SessionReader:
         try:
             if not conn.connected:
                 conn.connect(timeout=_remaining(deadline))
-            started, connecting = time.monotonic(), conn.connect_seconds
-            rows = conn.query(sources.VARIABLES_SQL, timeout=_remaining(deadline))
-            durations["variables"] = _phase(started, connecting, conn)
-            wait_timeout, interactive_timeout = _timeouts(rows)
-
             info = _info(conn)
             source = sources.choose_source(info.flavor, info.capabilities, self.prefer)
             sessions: tuple[Session, ...] = ()
-            if client_ips is None or client_ips:
-                query = sources.processlist_query(
+            started, connecting = time.monotonic(), conn.connect_seconds
+            if client_ips is not None and not client_ips:
+                rows = conn.query(sources.VARIABLES_SQL, timeout=_remaining(deadline))
+                durations["variables"] = _phase(started, connecting, conn)
+                wait_timeout, interactive_timeout = _timeouts(rows)
+            else:
+                query = compact.compact_query(
                     source, client_ips, flavor=info.flavor, caps=info.capabilities
                 )
-                started, connecting = time.monotonic(), conn.connect_seconds
                 rows = conn.query(query.sql, query.args, timeout=_remaining(deadline))
                 durations["processlist"] = _phase(started, connecting, conn)
                 info = _info(conn)  # a reconnect in between changes our own id
-                sessions = sources.rows_to_sessions(
-                    rows,
+                wait_timeout, interactive_timeout = _timeouts(rows)
+                row = rows[0] if rows else ()
+                unpacked = self._unpacker.unpack(*row[2:5]) if len(row) >= 5 else None
+                if unpacked is None:
+                    # A name with a separator in it, or a text cut short: row by row.
+                    log.debug("%s: packed processlist refused; reading rows", self.target)
+                    query = sources.processlist_query(
+                        source, client_ips, flavor=info.flavor, caps=info.capabilities
+                    )
+                    started, connecting = time.monotonic(), conn.connect_seconds
+                    rows = conn.query(query.sql, query.args, timeout=_remaining(deadline))
+                    durations["processlist"] += _phase(started, connecting, conn)
+                    info = _info(conn)
+                    unpacked = [sources.row_to_session(r) for r in rows]
+                sessions = sources.keep_sessions(
+                    unpacked,
                     own_ids=_own_ids(info),
                     client_ips=client_ips,
                     names_resolved=info.capabilities.names_resolved,

@@ -53,6 +53,7 @@ class SourceUnavailable(Exception):
 
 
 COLUMNS = ("id", "user", "host", "db", "command", "time", "time_ms", "ip", "port", "wait_timeout")
+ALIASES = tuple(f"p_{name}" for name in COLUMNS)  # the queries' column names
 
 VARIABLES_SQL = "SELECT @@global.wait_timeout, @@global.interactive_timeout"
 
@@ -157,14 +158,20 @@ class Query:
 
 
 # MariaDB's TIME_MS makes TIME redundant: one column fewer to decode per row.
+# Every column is named (``ALIASES``) so that a query can also serve as a derived table
+# (exporter/sessions/compact.py), where unnamed NULL columns would collide.
 _IS_SELECT = (
-    "SELECT ID, USER, HOST, DB, COMMAND, {time}, {time_ms}, NULL, NULL, NULL"
+    "SELECT ID AS p_id, USER AS p_user, HOST AS p_host, DB AS p_db, COMMAND AS p_command,"
+    " {time} AS p_time, {time_ms} AS p_time_ms, NULL AS p_ip, NULL AS p_port,"
+    " NULL AS p_wait_timeout"
     " FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID()"
 )
 
 _PS_THREADS_SELECT = (
-    "SELECT t.PROCESSLIST_ID, t.PROCESSLIST_USER, t.PROCESSLIST_HOST, t.PROCESSLIST_DB,"
-    " t.PROCESSLIST_COMMAND, t.PROCESSLIST_TIME, NULL, s.IP, s.PORT, NULL"
+    "SELECT t.PROCESSLIST_ID AS p_id, t.PROCESSLIST_USER AS p_user,"
+    " t.PROCESSLIST_HOST AS p_host, t.PROCESSLIST_DB AS p_db,"
+    " t.PROCESSLIST_COMMAND AS p_command, t.PROCESSLIST_TIME AS p_time, NULL AS p_time_ms,"
+    " s.IP AS p_ip, s.PORT AS p_port, NULL AS p_wait_timeout"
     " FROM performance_schema.threads AS t"
     " LEFT JOIN performance_schema.socket_instances AS s"
     " ON s.THREAD_ID = t.THREAD_ID AND s.EVENT_NAME = 'wait/io/socket/sql/client_connection'"
@@ -173,7 +180,9 @@ _PS_THREADS_SELECT = (
 )
 
 _PS_PROCESSLIST_SELECT = (
-    "SELECT p.ID, p.USER, p.HOST, p.DB, p.COMMAND, p.TIME, NULL, s.IP, s.PORT, {timeout}"
+    "SELECT p.ID AS p_id, p.USER AS p_user, p.HOST AS p_host, p.DB AS p_db,"
+    " p.COMMAND AS p_command, p.TIME AS p_time, NULL AS p_time_ms, s.IP AS p_ip,"
+    " s.PORT AS p_port, {timeout} AS p_wait_timeout"
     " FROM performance_schema.processlist AS p"
     " LEFT JOIN performance_schema.threads AS t ON t.PROCESSLIST_ID = p.ID"
     " LEFT JOIN performance_schema.socket_instances AS s"
@@ -218,6 +227,20 @@ def processlist_query(
     caps: Capabilities | None = None,
 ) -> Query:
     """The one processlist query of a read; ``client_ips`` filters on the server side."""
+    prefix, query = processlist_select(source, client_ips, flavor=flavor, caps=caps)
+    return Query(prefix + query.sql, query.args)
+
+
+def processlist_select(
+    source: Source,
+    client_ips: frozenset[str] | None,
+    *,
+    flavor: Flavor = Flavor.MARIADB,
+    caps: Capabilities | None = None,
+) -> tuple[str, Query]:
+    """``processlist_query`` as a statement prefix (MariaDB's ``SET STATEMENT ... FOR``,
+    or "") and the SELECT itself, which another query may wrap."""
+    prefix = ""
     caps = caps or Capabilities()
     if source is Source.INFORMATION_SCHEMA:
         maria = flavor is Flavor.MARIADB
@@ -226,17 +249,17 @@ def processlist_query(
         )
         patterns = host_patterns(client_ips, names_resolved=caps.names_resolved)
         if patterns is None:
-            return Query(sql)
+            return prefix, Query(sql)
         if not patterns:
-            return Query(sql + " AND FALSE")
+            return prefix, Query(sql + " AND FALSE")
         condition = " OR ".join(["HOST LIKE %s ESCAPE '!'"] * len(patterns))
-        return Query(f"{sql} AND ({condition})", patterns)
+        return prefix, Query(f"{sql} AND ({condition})", patterns)
     if source is Source.PS_THREADS:
         sql = _PS_THREADS_SELECT
         if flavor is Flavor.MARIADB:
             if client_ips:
                 sql = sql.replace(_PS_THREADS_FROM, _PS_THREADS_FROM_SOCKETS)
-            sql = MARIADB_HASH_JOIN + sql
+            prefix = MARIADB_HASH_JOIN
     else:
         per_session = "variables_by_thread" in caps.ps_tables
         sql = _PS_PROCESSLIST_SELECT.format(
@@ -245,11 +268,11 @@ def processlist_query(
         )
     ips = socket_ips(client_ips)
     if ips is None:
-        return Query(sql)
+        return prefix, Query(sql)
     if not ips:
-        return Query(sql + " AND FALSE")
+        return prefix, Query(sql + " AND FALSE")
     placeholders = ", ".join(["%s"] * len(ips))
-    return Query(f"{sql} AND s.IP IN ({placeholders})", ips)
+    return prefix, Query(f"{sql} AND s.IP IN ({placeholders})", ips)
 
 
 def _wanted(client_ips: Iterable[str]) -> list[str]:
@@ -313,14 +336,34 @@ def rows_to_sessions(
 ) -> tuple[Session, ...]:
     """Sessions from processlist rows in ``COLUMNS`` order, without the exporter's own and,
     when ``client_ips`` is given, only those that can be this watcher's clients."""
+    return keep_sessions(
+        (row_to_session(row) for row in rows),
+        own_ids=own_ids,
+        client_ips=client_ips,
+        names_resolved=names_resolved,
+    )
+
+
+def keep_sessions(
+    candidates: Iterable[Session | None],
+    *,
+    own_ids: frozenset[int] = frozenset(),
+    client_ips: frozenset[str] | None = None,
+    names_resolved: bool = False,
+) -> tuple[Session, ...]:
+    """The sessions that are not the exporter's own and, when ``client_ips`` is given, can
+    be this watcher's clients; None entries (unusable rows) are dropped."""
     wanted = frozenset(_wanted(client_ips)) if client_ips is not None else None
     sessions: list[Session] = []
-    for row in rows:
-        session = row_to_session(row)
+    for session in candidates:
         if session is None or session.id in own_ids:
             continue
-        if wanted is not None and not client_wanted(
-            session.client, wanted, names_resolved=names_resolved
+        client = session.client
+        if (
+            wanted is not None
+            # The common case (the client's IP is one of ours) without a call: 10,000 rows.
+            and (client is None or client.ip not in wanted)
+            and not client_wanted(client, wanted, names_resolved=names_resolved)
         ):
             continue
         sessions.append(session)
@@ -341,12 +384,9 @@ def row_to_session(row: Sequence[object]) -> Session | None:
     idle = idle / 1000.0 if idle is not None else (_float(time_s) or 0.0)
     timeout = None if wait_timeout is None else _float(wait_timeout)
     if ip is None and type(host) is str:
-        try:
-            client = parse_processlist_host(host)
-        except ValueError:  # e.g. non-ASCII digits in the port part
-            client = None
+        client = host_endpoint(host)
     else:
-        client = _client(host, ip, port)
+        client = client_endpoint(host, ip, port)
     return Session(  # positional: a named tuple builds twice as fast without keywords
         session_id,  # id
         client,
@@ -378,18 +418,27 @@ def client_wanted(client: Endpoint | None, wanted: frozenset[str], *, names_reso
     return names_resolved and not is_ip(client.ip)
 
 
-def _client(host: object, ip: object, port: object) -> Endpoint | None:
+def client_endpoint(host: object, ip: object, port: object) -> Endpoint | None:
+    """The client of a row: performance_schema's IP and PORT, else the HOST column."""
     ip_text = _text(ip)
     port_number = _int(port)
     if ip_text and port_number is not None and 0 < port_number < 65536:
         return endpoint(ip_text, port_number)
     text = _text(host)
-    if text is None:
-        return None
+    return None if text is None else host_endpoint(text)
+
+
+def host_endpoint(host: str) -> Endpoint | None:
+    """The client in a HOST column ("ip:port", "[v6]:port", "name:port"), None if none."""
     try:
-        return parse_processlist_host(text)
+        return parse_processlist_host(host)
     except ValueError:  # e.g. non-ASCII digits in the port part
         return None
+
+
+def seconds_or_none(value: object) -> float | None:
+    """A finite number of seconds from a driver value or text; None for anything else."""
+    return _float(value)
 
 
 def _text(value: object) -> str | None:

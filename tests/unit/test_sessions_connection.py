@@ -123,7 +123,9 @@ def test_connect_options_and_what_it_learns() -> None:
     assert kwargs["ssl_disabled"] is True and "ssl" not in kwargs
     assert kwargs["client_flag"] == 0 and kwargs["autocommit"] is True
     assert kwargs["charset"] == "utf8mb4"
-    assert kwargs["init_command"] == "SET SESSION wait_timeout = 31536000"
+    assert kwargs["init_command"] == (
+        "SET SESSION wait_timeout = 31536000, group_concat_max_len = 1073741824"
+    )
     assert kwargs["password"] == SECRET.encode()
     assert 0 < kwargs["connect_timeout"] <= 3.0 and 0 < kwargs["read_timeout"] <= 3.0
     assert info.flavor is Flavor.MARIADB and info.connection_id == 43
@@ -134,7 +136,10 @@ def test_connect_options_and_what_it_learns() -> None:
 
 def test_no_raise_of_own_wait_timeout_when_asked() -> None:
     make(session_wait_timeout=None).connect(timeout=1.0)
-    assert "init_command" not in FakeConnection.instances[0].kwargs
+    # Only the room for the packed processlist; the server's wait_timeout stays.
+    assert FakeConnection.instances[0].kwargs["init_command"] == (
+        "SET SESSION group_concat_max_len = 1073741824"
+    )
 
 
 def test_lost_connection_is_reopened_once_within_the_call() -> None:
