@@ -93,6 +93,7 @@ def build_engine(
         server_interval=config.server_interval,
         top_sessions=config.sessions_top,
         on_collected=on_collected,
+        fleet_fresh_interval=config.fleet_fresh_interval,
     )
 
 

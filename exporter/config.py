@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from exporter import __version__
 from exporter.addresses import AddressError, parse_host_port
-from exporter.fleet import FLEET_PASSWORD_ENV, FLEET_PATH
+from exporter.fleet import DEFAULT_FRESH_INTERVAL_SECONDS, FLEET_PASSWORD_ENV, FLEET_PATH
 from exporter.sessions.credentials import PASSWORD_ENV
 
 DEFAULT_LISTEN = ":9864"
@@ -52,6 +52,7 @@ class Config:
     fleet_serve: bool = False
     fleet_url: str | None = None
     fleet_user: str | None = None
+    fleet_fresh_interval: float = DEFAULT_FRESH_INTERVAL_SECONDS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -234,6 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fleet.add_argument("--fleet.user", dest="fleet_user", metavar="USER",
                        help="basic-auth user for --fleet.url")
+    fleet.add_argument(
+        "--fleet.fresh-interval",
+        dest="fleet_fresh_interval",
+        type=_seconds,
+        default=DEFAULT_FRESH_INTERVAL_SECONDS,
+        metavar="DURATION",
+        help="with --fleet.serve: the reads sidecars ask for on seeing a new connection start "
+        "at least this far apart, each shared by every sidecar asking; a sidecar may wait this "
+        "long for its answer, so it must be shorter than --web.scrape-timeout (default 1s)",
+    )
     logs = parser.add_argument_group("logging")
     logs.add_argument(
         "--log.level",
@@ -285,6 +296,13 @@ def parse_config(argv: Sequence[str]) -> Config:
             raise UsageError(f"--fleet.url must start with http:// or https://: {args.fleet_url!r}")
         if args.fleet_serve:
             raise UsageError("--fleet.serve and --fleet.url exclude each other")
+    if args.fleet_serve and args.fleet_fresh_interval >= args.scrape_timeout:
+        # A fresh request waits out the interval before its read starts: it would time out.
+        raise UsageError(
+            f"--fleet.fresh-interval ({args.fleet_fresh_interval:g}s) must be shorter than "
+            f"--web.scrape-timeout ({args.scrape_timeout:g}s): a sidecar's request for a fresh "
+            "read waits up to the interval for it"
+        )
     return Config(
         targets=tuple(targets),
         user=args.user,
@@ -307,6 +325,7 @@ def parse_config(argv: Sequence[str]) -> Config:
         fleet_serve=args.fleet_serve,
         fleet_url=args.fleet_url,
         fleet_user=args.fleet_user,
+        fleet_fresh_interval=args.fleet_fresh_interval,
     )
 
 

@@ -26,16 +26,13 @@ from exporter.correlate import (
     correlate,
     needs_fresh_read,
 )
-from exporter.fleet import IndexedView
+from exporter.fleet import DEFAULT_FRESH_INTERVAL_SECONDS, IndexedView
 from exporter.model import Endpoint, ServerView, Socket, TcpState
 
 log = logging.getLogger(__name__)
 
 # Time kept back from the scrape deadline for correlating and rendering.
 RENDER_MARGIN_SECONDS = 0.2
-# Fleet mode: reads forced by sidecars' new connections start at least this far apart, so a
-# burst of new connections across the fleet costs the database one read per gap.
-FLEET_FRESH_GAP_SECONDS = 1.0
 # Why a read is due when a cached fleet answer would still do (no connection is newer).
 _STALE_OK_REASONS = frozenset({"interval elapsed", "last read failed", "no read yet"})
 
@@ -126,9 +123,11 @@ class Engine:
         top_sessions: int = 20,
         clock: Callable[[], float] = time.monotonic,
         on_collected: Callable[[], None] | None = None,
+        fleet_fresh_interval: float = DEFAULT_FRESH_INTERVAL_SECONDS,
     ) -> None:
         """``on_collected`` runs on the event loop after every collection (the command
-        line uses it for garbage collection, see exporter.cli)."""
+        line uses it for garbage collection, see exporter.cli). ``fleet_fresh_interval``:
+        the least time between the starts of fresh fleet reads (--fleet.fresh-interval)."""
         self._targets = list(targets)
         self._sockets = sockets
         self._settings = settings
@@ -142,6 +141,7 @@ class Engine:
         self._last: Snapshot | None = None
         self._collections = 0
         self._on_collected = on_collected
+        self._fleet_fresh_interval = fleet_fresh_interval
 
     @property
     def target_names(self) -> list[str]:
@@ -150,6 +150,10 @@ class Engine:
     @property
     def last_snapshot(self) -> Snapshot | None:
         return self._last
+
+    @property
+    def fleet_fresh_interval(self) -> float:
+        return self._fleet_fresh_interval
 
     async def collect(self, timeout: float) -> Snapshot:
         """A fresh snapshot, shared with every scrape that arrives while it is being made.
@@ -173,7 +177,7 @@ class Engine:
 
         A ``fresh`` request (a sidecar saw a connection that its last answer cannot know)
         gets a read that starts after it arrived; all fresh requests waiting at that moment
-        share it, and such reads start at least FLEET_FRESH_GAP_SECONDS apart."""
+        share it, and such reads start at least ``fleet_fresh_interval`` apart."""
         target = next((t for t in self._targets if t.name == name), None)
         if target is None:
             return IndexedView(ServerView(target=name, ok=False, error="unknown target"))
@@ -207,7 +211,9 @@ class Engine:
                 await asyncio.wait([inflight])  # one read at a time per target
                 continue
             started = target.fleet_started_at
-            gap = 0.0 if started is None else FLEET_FRESH_GAP_SECONDS - (self._clock() - started)
+            if started is None:
+                break
+            gap = self._fleet_fresh_interval - (self._clock() - started)
             if gap <= 0:
                 break
             await asyncio.sleep(gap)

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 FLEET_PATH = "/fleet/sessions"
 FORMAT_VERSION = 1
 FLEET_PASSWORD_ENV = "MYSQL_IDLE_EXPORTER_FLEET_PASSWORD"  # noqa: S105 (a variable name)
+# Default of --fleet.fresh-interval: reads forced by sidecars' new connections start at
+# least this far apart, so a burst of new connections across the fleet costs the database
+# one read per interval.
+DEFAULT_FRESH_INTERVAL_SECONDS = 1.0
 
 
 class FleetFormatError(ValueError):

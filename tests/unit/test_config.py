@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from exporter.cli import build_engine
 from exporter.config import UsageError, parse_config
 
 
@@ -19,6 +20,29 @@ def test_defaults() -> None:
     assert config.network_idle_timeout is None
     assert config.sessions_top == 20
     assert config.server_interval == 30
+    assert config.fleet_fresh_interval == 1
+
+
+@pytest.mark.parametrize("value,seconds", [("250ms", 0.25), ("2s", 2), ("3", 3), ("0", 0)])
+def test_fleet_fresh_interval(value: str, seconds: float) -> None:
+    config = parse_config(["--fleet.serve", f"--fleet.fresh-interval={value}"])
+    assert config.fleet_fresh_interval == seconds
+
+
+def test_fleet_fresh_interval_reaches_the_engine() -> None:
+    config = parse_config(["--fleet.serve", "--mysql.user=u", "--fleet.fresh-interval=250ms"])
+    engine = build_engine(config, {"MYSQL_IDLE_EXPORTER_PASSWORD": "pw"})
+    try:
+        assert engine.fleet_fresh_interval == 0.25
+    finally:
+        engine.close()
+
+
+def test_fleet_fresh_interval_is_checked_against_the_scrape_timeout_only_when_serving() -> None:
+    argv = ["--fleet.fresh-interval=20s", "--web.scrape-timeout=30s"]
+    assert parse_config(["--fleet.serve", *argv]).fleet_fresh_interval == 20
+    # Not serving: the interval is unused, and no check stands in the way.
+    assert parse_config(["--web.scrape-timeout=500ms"]).scrape_timeout == 0.5
 
 
 def test_targets_are_repeatable_and_keep_their_text_as_label() -> None:
@@ -62,6 +86,11 @@ def test_durations(value: str, seconds: float) -> None:
         (["--mysql.password=hunter2"], "not accepted on the command line"),
         (["--no-such-flag"], "unrecognized arguments"),
         (["--sockets.source=magic"], "invalid choice"),
+        (["--fleet.fresh-interval=often"], "not a duration"),
+        (["--fleet.fresh-interval=-1s"], "non-negative"),
+        (["--fleet.fresh-interval=inf"], "finite"),
+        (["--fleet.serve", "--fleet.fresh-interval=10s"], "shorter than --web.scrape-timeout"),
+        (["--fleet.serve", "--web.scrape-timeout=1s"], r"fresh-interval \(1s\) must be shorter"),
     ],
 )
 def test_bad_flags(argv: list[str], fragment: str) -> None:
@@ -88,6 +117,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         ["--config.my-cnf=/nonexistent/my.cnf"],
         ["--web.config.file=/nonexistent/web.yml", "--mysql.user=u"],
         ["--bogus"],
+        ["--fleet.fresh-interval=soon"],
+        ["--fleet.serve", "--fleet.fresh-interval=1m"],
     ],
 )
 def test_the_command_exits_2_with_one_line(args: list[str]) -> None:
@@ -114,6 +145,7 @@ def test_help_lists_the_contract_flags() -> None:
         "--network.idle-timeout",
         "--sessions.top",
         "--server.interval",
+        "--fleet.fresh-interval",
     ):
         assert flag in result.stdout
     assert "MYSQL_IDLE_EXPORTER_PASSWORD" in result.stdout

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from exporter.correlate import Settings
 from exporter.engine import Engine, WatchedTarget
 from exporter.fleet import (
+    DEFAULT_FRESH_INTERVAL_SECONDS,
     FleetFormatError,
     FleetSessionSource,
     decode_view,
@@ -207,27 +208,34 @@ def test_a_new_connection_gets_a_fresh_fleet_read_not_a_cached_one() -> None:
     assert cached.ok and len(cached.sessions) == 2 and database.reads == 2
 
 
-def test_fresh_fleet_requests_share_reads_spaced_by_the_gap() -> None:
-    from exporter.engine import FLEET_FRESH_GAP_SECONDS
-
+@pytest.mark.parametrize("interval", [None, 0.2])
+def test_fresh_fleet_requests_share_reads_spaced_by_the_interval(
+        interval: float | None) -> None:
+    """Bursts of fresh requests: one read per burst, the reads --fleet.fresh-interval apart
+    (None: the default, 1 s)."""
     database = FakeSessions(lambda: view(sess(1, 5000), read_at=time.monotonic()))
+    options = {} if interval is None else {"fleet_fresh_interval": interval}
     standalone = Engine(
         [WatchedTarget("db:3306", DB.ip, DB.port, database,
                        resolver=lambda h: frozenset({DB.ip}))],
-        FakeSockets([]), Settings(), server_interval=30,
+        FakeSockets([]), Settings(), server_interval=30, **options,
     )
 
     async def scenario():
         starts = []
         for _ in range(3):
-            views = await asyncio.gather(
+            reads = await asyncio.gather(
                 *(standalone.fleet_read("db:3306", 5, fresh=True) for _ in range(50)))
-            assert all(v.view.ok for v in views)
+            assert all(r.view.ok for r in reads)
             starts.append(standalone._targets[0].fleet_started_at)
         standalone.close()
         return starts
 
     starts = asyncio.run(scenario())
-    # 150 fresh requests in three bursts: three reads, at least the gap apart.
+    gap = DEFAULT_FRESH_INTERVAL_SECONDS if interval is None else interval
+    assert standalone.fleet_fresh_interval == gap
+    # 150 fresh requests in three bursts: three reads, at least the interval apart, and
+    # (the bursts follow each other at once) not much more.
     assert database.reads == 3
-    assert all(b - a >= FLEET_FRESH_GAP_SECONDS * 0.99 for a, b in itertools.pairwise(starts))
+    spacings = [b - a for a, b in itertools.pairwise(starts)]
+    assert all(gap * 0.99 <= s < gap + 0.5 for s in spacings), spacings
