@@ -556,7 +556,7 @@ class Bench:
         (version, max_conn, open_files, ps), = db.execute(
             "SELECT VERSION(), @@max_connections, @@open_files_limit, @@performance_schema"
         )
-        if int(max_conn) < biggest + self.args.busy + 50:  # type: ignore[call-overload]
+        if int(max_conn) < biggest + self.args.busy + 50:
             raise RuntimeError(
                 f"the server allows only {max_conn} connections (open_files_limit "
                 f"{open_files}): raise RLIMIT_NOFILE"
