@@ -75,8 +75,8 @@ def tls_server(factory: MariaDBFactory, pki: Pki, cert: str) -> ThrowawayMariaDB
                      f"--ssl-key={pki[cert + '.key']}", "--performance-schema=ON",
                      monitor_user=False)
     assert server.execute("SELECT @@have_ssl")[0][0] == "YES", server.log_tail()
-    server.execute("CREATE USER %s@'%%' IDENTIFIED BY %s REQUIRE X509", (USER, PASSWORD))
-    server.execute("GRANT PROCESS ON *.* TO %s@'%%'", (USER,))
+    server.execute("CREATE USER %s@'%%' IDENTIFIED BY %s REQUIRE X509", args=(USER, PASSWORD))
+    server.execute("GRANT PROCESS ON *.* TO %s@'%%'", args=(USER,))
     return server
 
 
@@ -127,7 +127,7 @@ def tls_versions_of(server: ThrowawayMariaDB, user: str) -> list[str]:
     rows = server.execute(
         "SELECT s.VARIABLE_VALUE FROM performance_schema.status_by_thread AS s"
         " JOIN performance_schema.threads AS t ON t.THREAD_ID = s.THREAD_ID"
-        " WHERE t.PROCESSLIST_USER = %s AND s.VARIABLE_NAME = 'Ssl_version'", (user,))
+        " WHERE t.PROCESSLIST_USER = %s AND s.VARIABLE_NAME = 'Ssl_version'", args=(user,))
     return [str(row[0]) for row in rows]
 
 

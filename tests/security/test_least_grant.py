@@ -46,7 +46,7 @@ class Expect:
 def create_user(server: ThrowawayMariaDB, user: str, grants: tuple[str, ...]) -> str:
     password = f"{user}-Pw-1"
     server.execute(
-        "CREATE USER %s@'%%' IDENTIFIED BY %s WITH MAX_USER_CONNECTIONS 3", (user, password))
+        "CREATE USER %s@'%%' IDENTIFIED BY %s WITH MAX_USER_CONNECTIONS 3", args=(user, password))
     for grant in grants:
         server.execute(grant.format(user=f"'{user}'@'%'"))
     return password

@@ -189,7 +189,7 @@ def test_soak_connection_churn(mariadb_factory: MariaDBFactory,
         # the kernel shows it in CLOSE_WAIT and the exporter must call it dropped.
         for worker in workers:
             rows = server.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE HOST = %s",
-                                  (f"127.0.0.1:{worker.quiet_ports[0]}",))
+                                  args=(f"127.0.0.1:{worker.quiet_ports[0]}",))
             assert len(rows) == 1, rows
             server.execute(f"KILL {int(rows[0][0])}")
         pids = {w.pid: w.name for w in workers}

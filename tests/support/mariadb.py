@@ -1,22 +1,18 @@
-"""A throwaway MariaDB server for tests: temporary datadir, free loopback port.
+"""The test suite's throwaway MariaDB: exporter.throwaway's server, quicker to start and with
+the monitoring user the tests log in as. Never touches a server it did not start.
 
 The system tables are installed once per test run into a template directory
 (``mariadb-install-db`` takes about 0.6 s) and copied for every server (about 25 ms on
-tmpfs), so a server is ready in about 0.1 s. Never touches a server it did not start.
+tmpfs), so a server is ready in about 0.1 s.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,42 +21,10 @@ from typing import Any
 import pymysql
 import pytest
 
-MARIADBD_CANDIDATES = ("/usr/sbin/mariadbd", "/usr/bin/mariadbd", "/usr/sbin/mysqld")
-INSTALL_DB_CANDIDATES = ("/usr/bin/mariadb-install-db", "/usr/bin/mysql_install_db")
+from exporter import throwaway
+from exporter.throwaway import free_port
 
-# Small and fast: a test server holds almost no data.
-BASE_ARGS = (
-    "--skip-name-resolve",
-    "--skip-log-bin",
-    "--innodb-buffer-pool-size=16M",
-    "--innodb-log-file-size=4M",
-    "--innodb-flush-log-at-trx-commit=0",
-    "--innodb-doublewrite=0",
-    "--performance-schema=OFF",
-    "--skip-slave-start",
-    "--max-connections=500",
-)
-
-
-class MariaDBStartError(RuntimeError):
-    pass
-
-
-def find_binary(candidates: Sequence[str], name: str) -> str:
-    for candidate in (shutil.which(name), *candidates):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    pytest.fail(
-        f"{name} not found: these tests need a real MariaDB server. "
-        "Install it with `apt-get install mariadb-server` (Debian/Ubuntu).",
-        pytrace=False,
-    )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+__all__ = ["MonitorUser", "ThrowawayMariaDB", "free_port", "scratch_dir", "template_datadir"]
 
 
 def scratch_dir() -> str | None:
@@ -84,26 +48,11 @@ def template_datadir() -> Path:
     global _template
     if _template is not None and (_template / "data" / "mysql").is_dir():
         return _template / "data"
-    install_db = find_binary(INSTALL_DB_CANDIDATES, "mariadb-install-db")
     base = Path(tempfile.mkdtemp(prefix="mariadb-template-", dir=scratch_dir()))
     atexit.register(shutil.rmtree, base, True)
-    datadir = base / "data"
-    command = [
-        install_db,
-        "--no-defaults",
-        "--auth-root-authentication-method=normal",
-        "--skip-test-db",
-        "--user=root" if os.geteuid() == 0 else f"--user={os.getuid()}",
-        f"--datadir={datadir}",
-        "--innodb-log-file-size=4M",
-        "--innodb-buffer-pool-size=16M",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
-        raise MariaDBStartError(f"mariadb-install-db failed ({result.returncode}):\n{tail}")
+    throwaway.install_datadir(base / "data", base / "tmp", ThrowawayMariaDB.innodb_args)
     _template = base
-    return datadir
+    return base / "data"
 
 
 @dataclass(frozen=True)
@@ -114,10 +63,24 @@ class MonitorUser:
     password: str
 
 
-class ThrowawayMariaDB:
-    """One private mariadbd. ``start()`` it, use it, ``cleanup()`` it (or use ``with``)."""
+class ThrowawayMariaDB(throwaway.ThrowawayMariaDB):
+    """One private mariadbd for tests. ``start()`` it, use it, ``cleanup()`` it (or use
+    ``with``)."""
 
-    host = "127.0.0.1"
+    # Durability is worthless here; starting and writing fast is not. The InnoDB settings
+    # go to the template's install too.
+    innodb_args = (
+        "--innodb-buffer-pool-size=16M",
+        "--innodb-log-file-size=4M",
+        "--innodb-flush-log-at-trx-commit=0",
+        "--innodb-doublewrite=0",
+    )
+    server_args = (
+        *throwaway.ThrowawayMariaDB.server_args,
+        "--performance-schema=OFF",
+        "--skip-slave-start",
+        "--max-connections=500",
+    )
 
     def __init__(
         self,
@@ -126,199 +89,31 @@ class ThrowawayMariaDB:
         startup_timeout: float = 30.0,
         base_dir: Path | None = None,
     ) -> None:
-        self.mariadbd = find_binary(MARIADBD_CANDIDATES, "mariadbd")
-        self.extra_args = tuple(extra_args)
-        self.startup_timeout = startup_timeout
-        self.base = Path(base_dir or tempfile.mkdtemp(prefix="mariadb-", dir=scratch_dir()))
-        self.datadir = self.base / "data"
-        self.socket_path = self.base / "mariadb.sock"
-        self.log_path = self.base / "error.log"
-        self.pid_path = self.base / "mariadb.pid"
-        self.tmpdir = self.base / "tmp"
-        self.port = 0
-        self.startup_seconds = 0.0
+        try:
+            throwaway.binaries()
+        except throwaway.MariaDBUnavailable as error:
+            pytest.fail(f"{error}: these tests need a real MariaDB server", pytrace=False)
+        workdir = base_dir or Path(tempfile.mkdtemp(prefix="mariadb-", dir=scratch_dir()))
+        super().__init__(extra_args, startup_timeout=startup_timeout, workdir=workdir)
         self.monitor: MonitorUser | None = None
-        self._process: subprocess.Popen[bytes] | None = None
-        self._paused = False
-        _live.add(self)
-
-    def __repr__(self) -> str:
-        return f"ThrowawayMariaDB(port={self.port}, pid={self.pid}, args={self.extra_args})"
-
-    def __enter__(self) -> ThrowawayMariaDB:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.cleanup()
-
-    # --- lifecycle -----------------------------------------------------------------
 
     @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+    def base(self) -> Path:
+        """The server's directory (the base class calls it ``workdir``)."""
+        return self.workdir
 
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def start(self) -> ThrowawayMariaDB:
-        """Create the datadir (first time) and start the server; retries on a port clash."""
-        if self.running:
-            return self
-        if not (self.datadir / "mysql").is_dir():
-            shutil.copytree(template_datadir(), self.datadir, symlinks=True)
-        self.tmpdir.mkdir(parents=True, exist_ok=True)
-        fixed_port = self.port != 0
-        for attempt in range(5):
-            if not fixed_port:
-                self.port = free_port(self.host)
-            try:
-                self._launch()
-                return self
-            except MariaDBStartError as exc:
-                if fixed_port or attempt == 4 or "in use" not in str(exc):
-                    raise
-        raise AssertionError("unreachable")
-
-    def _command(self) -> list[str]:
-        return [
-            self.mariadbd,
-            "--no-defaults",
-            f"--datadir={self.datadir}",
-            f"--socket={self.socket_path}",
-            f"--port={self.port}",
-            f"--bind-address={self.host}",
-            "--user=root" if os.geteuid() == 0 else f"--user={os.getuid()}",
-            f"--pid-file={self.pid_path}",
-            f"--log-error={self.log_path}",
-            # Every mariadbd deletes the #sql* files in its tmpdir at start: a shared /tmp
-            # lets parallel servers break each other's temporary tables.
-            f"--tmpdir={self.tmpdir}",
-            *BASE_ARGS,
-            *self.extra_args,
-        ]
-
-    def _launch(self) -> None:
-        self.log_path.unlink(missing_ok=True)
-        started = time.monotonic()
-        self._process = subprocess.Popen(
-            self._command(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self._paused = False
-        deadline = started + self.startup_timeout
-        while True:
-            if self._process.poll() is not None:
-                code = self._process.returncode
-                self._process = None
-                raise MariaDBStartError(
-                    f"mariadbd exited with {code} while starting on port {self.port}:\n"
-                    f"{self.log_tail()}"
-                )
-            try:
-                self.connect(connect_timeout=1).close()
-                break
-            except pymysql.err.OperationalError:
-                if time.monotonic() > deadline:
-                    self._kill()
-                    raise MariaDBStartError(
-                        f"mariadbd did not accept connections within {self.startup_timeout}s"
-                        f" on port {self.port}:\n{self.log_tail()}"
-                    ) from None
-                time.sleep(0.02)
-        self.startup_seconds = time.monotonic() - started
-
-    def stop(self, *, timeout: float = 20.0) -> None:
-        """Shut down cleanly (SIGTERM), or kill after ``timeout``."""
-        process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            self.resume()
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-        self._process = None
-
-    def _kill(self) -> None:
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait(10)
-        self._process = None
-
-    def restart(self) -> None:
-        """Stop and start again on the same port and datadir."""
-        self.stop()
-        self.start()
-
-    def pause(self, *, timeout: float = 5.0) -> None:
-        """Freeze the server (SIGSTOP): it accepts TCP connections but answers nothing.
-        Returns once every thread is stopped (delivery is asynchronous, and slow on a
-        busy machine)."""
-        if self._process is None or self._paused:
-            return
-        pid = self._process.pid
-        os.kill(pid, signal.SIGSTOP)
-        self._paused = True
-        deadline = time.monotonic() + timeout
-        while not _all_threads_stopped(pid):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mariadbd {pid} did not stop within {timeout}s")
-            time.sleep(0.005)
-
-    def resume(self) -> None:
-        if self._process is not None and self._paused:
-            os.kill(self._process.pid, signal.SIGCONT)
-            self._paused = False
+    def _install(self) -> None:
+        shutil.copytree(template_datadir(), self.datadir, symlinks=True)
 
     def cleanup(self) -> None:
-        """Stop (killing is fine: the data is thrown away) and delete the directory."""
-        self.resume()
-        self._kill()
-        shutil.rmtree(self.base, ignore_errors=True)
-        _live.discard(self)
+        """Kill the server (the data is thrown away) and delete its directory."""
+        self.destroy(kill=True)
 
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no error log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    # --- SQL ------------------------------------------------------------------------
+    # --- SQL ---------------------------------------------------------------------------
 
     def connect(self, **kwargs: Any) -> pymysql.connections.Connection[Any]:
-        """A PyMySQL connection, root without password unless overridden, TLS off."""
-        options: dict[str, Any] = {
-            "host": self.host,
-            "port": self.port,
-            "user": "root",
-            "password": "",
-            "ssl_disabled": True,
-            "autocommit": True,
-            "connect_timeout": 5,
-            "read_timeout": 30,
-            "write_timeout": 30,
-        }
-        options.update(kwargs)
-        return pymysql.connect(**options)
-
-    def execute(self, sql: str, args: Sequence[object] | None = None) -> list[tuple[Any, ...]]:
-        """Run one statement as root on a fresh connection; return its rows."""
-        conn = self.connect()
-        try:
-            with conn.cursor() as cursor:
-                cursor.execute(sql, args)
-                return list(cursor.fetchall())
-        finally:
-            conn.close()
+        # A frozen or broken server fails the test instead of hanging it.
+        return super().connect(**{"read_timeout": 30, "write_timeout": 30, **kwargs})
 
     def create_user(
         self, user: str, *, grants: Sequence[str] = ("PROCESS",), password: str | None = None
@@ -357,29 +152,3 @@ class ThrowawayMariaDB:
             row = cursor.fetchone()
         assert row is not None, name
         return int(row[1])
-
-
-def _all_threads_stopped(pid: int) -> bool:
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return True
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/stat", encoding="ascii") as stat:
-                state = stat.read().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state not in ("T", "t", "Z", "X"):
-            return False
-    return True
-
-
-_live: set[ThrowawayMariaDB] = set()
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    for server in list(_live):
-        with contextlib.suppress(Exception):
-            server.cleanup()
