@@ -375,16 +375,9 @@ class NamespacedMariaDB(ThrowawayMariaDB):
         super().__init__(extra_args, host=pair.server_addr, port=port,
                          command_prefix=pair.prefix(pair.server_ns))
 
-    def connect(self, **kwargs: object) -> pymysql.connections.Connection:  # type: ignore[type-arg]
-        options: dict[str, object] = {
-            "unix_socket": str(self.socket_path),
-            "user": "root",
-            "password": "",
-            "connect_timeout": 5,
-            "autocommit": True,
-        }
-        options.update(kwargs)
-        return pymysql.connect(**options)  # type: ignore[arg-type]
+    def connect(self, **kwargs: Any) -> pymysql.connections.Connection[Any]:
+        # The veth address is not reachable from the test's namespace; the socket file is.
+        return super().connect(**{"unix_socket": str(self.socket_path), **kwargs})
 
 
 class StarMariaDB(NamespacedMariaDB):
