@@ -62,6 +62,7 @@ class Read:
     rows_sent: int
     rows_examined: int
     source: str
+    sql: str
 
 
 @dataclass
@@ -77,8 +78,14 @@ class Fleet:
         for user, ip, sent, examined, sql in self.db.execute(READS_SQL):
             source = "information_schema" if "information_schema" in sql else "performance_schema"
             reads.append(Read(user, (ip or "").removeprefix("::ffff:"), int(sent),
-                              int(examined), source))
+                              int(examined), source, sql))
         return reads
+
+    def sessions_selected_by(self, read: Read) -> int:
+        """Sessions the recorded statement selects when run again now (as root: the
+        sidecar's own connection included), from the packed read's count column."""
+        ((_wait, _interactive, count, _limit, _packed),) = self.db.execute(read.sql)
+        return int(count)
 
     def reads_from(self, ip: str) -> list[Read]:
         return [r for r in self.server_reads() if r.client_ip == ip]
@@ -116,6 +123,7 @@ def fleet() -> Iterator[Fleet]:
         "--performance-schema-consumer-events-statements-current=ON",
         "--performance-schema-consumer-events-statements-history-long=ON",
         "--performance-schema-events-statements-history-long-size=20000",
+        "--performance-schema-max-sql-text-length=8192",  # whole statements, to run again
         "--max-connections=200",
     ])
     fleet = Fleet(star, db, secrets.token_hex(8), f"{star.db_addr}:{db.port}")
@@ -201,15 +209,19 @@ def test_each_sidecar_reads_only_its_own_sessions_at_most_once_per_interval(
         assert all_states(metrics) == {"idle": SESSIONS[i]}, summary(metrics)
         assert metrics.get("mysql_idle_up", target=target) == 1
 
-    # (b) The server's own record: each sidecar's processlist query returned only its own
-    # workers' sessions, whichever source, although the server holds many more.
+    # (b) The server's own record: each sidecar's read is one statement that packs its
+    # sessions into one row, and that statement, run again, selects only its own workers'
+    # sessions (and its own connection), whichever source, although the server holds many
+    # more.
     others = SESSIONS[0] + NOISE_SESSIONS + UNIX_SESSIONS
     for i, leg in enumerate(star.legs[:WATCHED]):
         reads = fleet.reads_from(leg.client_addr)
         assert reads, f"no processlist query from sidecar {i} ({leg.client_addr})"
         for read in reads:
             assert read.user == "exporter"
-            assert read.rows_sent == SESSIONS[i], read
+            assert read.rows_sent == 1, read
+            assert leg.client_addr in read.sql, read
+            assert fleet.sessions_selected_by(read) == SESSIONS[i] + 1, read
         assert {r.source for r in reads} == {
             "information_schema" if i == 0 else "performance_schema"}
         if i == 0:  # information_schema still builds the whole list before filtering it
@@ -239,7 +251,8 @@ def test_each_sidecar_reads_only_its_own_sessions_at_most_once_per_interval(
     assert reads_total(metrics, target) == reads_before[1] + 1
     reads = fleet.reads_from(star.legs[1].client_addr)
     assert len(reads) == server_before[1] + 1
-    assert reads[-1].rows_sent == SESSIONS[1] + 1
+    # Its workers' sessions, the new one, and the sidecar's own connection.
+    assert fleet.sessions_selected_by(reads[-1]) == SESSIONS[1] + 2
     for i in (0, 2):
         assert reads_total(sidecars[i].scrape(), target) == reads_before[i]
     assert [len(fleet.reads_from(leg.client_addr)) for leg in star.legs[:WATCHED]] == [
