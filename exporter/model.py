@@ -41,9 +41,12 @@ class TcpState(enum.IntEnum):
     NEW_SYN_RECV = 12
 
 
-@dataclass(frozen=True, slots=True)
-class Socket:
-    """A local TCP socket whose remote end is a watched database address."""
+class Socket(NamedTuple):
+    """A local TCP socket whose remote end is a watched database address.
+
+    A named tuple, built once per socket per collection. Its first seven fields are
+    exactly exporter.sockets.kernel.KernelSocket's, so the reader builds one from a kernel
+    row by tuple concatenation, in C."""
 
     local: Endpoint
     remote: Endpoint

@@ -112,25 +112,20 @@ class SocketReader:
         owners = self._owners.resolve(present)
         now = self._clock()
         sockets: list[Socket] = []
+        append = sockets.append
         remembered = self._memory
-        # Runs once per socket: positional arguments, in Socket's field order (local,
-        # remote, state, inode, uid, idle_seconds, keepalive, pid, process).
+        owner_of = owners.get
+        new_socket = tuple.__new__  # Socket(...) without its Python-level __new__
+        unknown = (None, UNKNOWN_PROCESS, False)
+        # Runs once per socket: a Socket is the kernel row plus (pid, process, gone).
         for row in rows:
-            owner = owners.get(row.inode)
-            local, remote = row.local, row.remote
-            last = remembered.get(row.inode)
-            if last is not None and last[0].local == local and last[0].remote == remote:
-                # The same connection as last time: its endpoint objects are reused, so
-                # that connection keys compare by identity in correlation and the engine.
-                local, remote = last[0].local, last[0].remote
+            owner = owner_of(row.inode)
             if owner is None:
-                current = Socket(local, remote, row.state, row.inode, row.uid,
-                                 row.idle_seconds, row.keepalive, None, UNKNOWN_PROCESS)
+                append(new_socket(Socket, row + unknown))
             else:
-                current = Socket(local, remote, row.state, row.inode, row.uid,
-                                 row.idle_seconds, row.keepalive, owner.pid, owner.process)
+                current = new_socket(Socket, (*row, owner.pid, owner.process, False))
                 remembered[row.inode] = (current, owner, now)
-            sockets.append(current)
+                append(current)
         # Sockets that left the kernel's table: only these need a readlink each.
         for inode in [inode for inode in remembered if inode not in present]:
             memory = remembered[inode]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -274,5 +274,5 @@ class TestNeedsFreshRead:
         s = sock(5000, idle=15)
         settings = Settings(risk_headroom=10.0)
         assert needs_fresh_read([s], server, self.known(s), NOW, 30, settings)
-        quiet = replace(s, idle_seconds=18.0)  # silent since before the read: read still valid
+        quiet = s._replace(idle_seconds=18.0)  # silent since before the read: read still valid
         assert needs_fresh_read([quiet], server, self.known(quiet), NOW, 30, settings) is None

@@ -3,7 +3,6 @@ the server (gone from the kernel's table, still held by this process)."""
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import logging
 import os
@@ -67,7 +66,7 @@ class Connection:
             process=MY_NAME,
             gone=False,
         )
-        return dataclasses.replace(base, **changes)
+        return base._replace(**changes)
 
 
 @pytest.fixture
@@ -243,3 +242,9 @@ def test_rejects_bad_ports() -> None:
         SocketReader([0])
     with pytest.raises(ValueError):
         SocketReader([])
+
+
+def test_a_socket_is_its_kernel_row_plus_owner() -> None:
+    # The reader builds each Socket by appending (pid, process, gone) to the kernel's row.
+    assert Socket._fields[: len(KernelSocket._fields)] == KernelSocket._fields
+    assert Socket._fields[len(KernelSocket._fields):] == ("pid", "process", "gone")
