@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import heapq
 import math
 import platform
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -18,8 +16,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.correlate import Classified, TargetSnapshot
-from exporter.model import ALL_STATES, State
+from exporter.correlate import TargetSnapshot
+from exporter.model import ALL_STATES
+from exporter.summary import TargetSummary, summarise, utf8_label
+
+__all__ = ["IDLE_BUCKETS", "Snapshot", "SnapshotCollector", "TargetCounters", "utf8_label"]
 
 IDLE_BUCKETS: tuple[float, ...] = (
     1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400,
@@ -45,6 +46,9 @@ class Snapshot:
     counters: dict[str, TargetCounters] = field(default_factory=dict)
     collections: int = 0
     top_sessions: int = 20
+    # Per target, summarise(target, top_sessions), made where the collection ran so that
+    # rendering (on the event loop, once per scrape) does not walk every item again.
+    summaries: dict[str, TargetSummary] = field(default_factory=dict)
 
     def only(self, target: str) -> Snapshot:
         return Snapshot(
@@ -53,7 +57,12 @@ class Snapshot:
             counters={k: v for k, v in self.counters.items() if k == target},
             collections=self.collections,
             top_sessions=self.top_sessions,
+            summaries={k: v for k, v in self.summaries.items() if k == target},
         )
+
+    def summary(self, target: TargetSnapshot) -> TargetSummary:
+        made = self.summaries.get(target.target)
+        return made if made is not None else summarise(target, self.top_sessions)
 
 
 def histogram_buckets(values: Iterable[float]) -> tuple[list[tuple[str, float]], float]:
@@ -73,21 +82,7 @@ def _bound_text(bound: float) -> str:
     return str(float(bound))
 
 
-def utf8_label(value: str) -> str:
-    """A label value that can be encoded as UTF-8: lone surrogates, which psutil makes of a
-    process name that is not valid UTF-8 (a process can give itself such a name) and which
-    JSON escapes can carry, become U+FFFD instead of failing the whole scrape."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "".join("\ufffd" if "\ud800" <= char <= "\udfff" else char for char in value)
-    return value
-
-
-def _process_of(item: Classified) -> str:
-    # Made valid before grouping: two names that differ only in undecodable bytes must
-    # not become two series with the same labels.
-    return utf8_label(item.socket.process)
+_Summarised = tuple[TargetSnapshot, TargetSummary]
 
 
 class SnapshotCollector(Collector):
@@ -106,12 +101,13 @@ class SnapshotCollector(Collector):
 
     def _families(self) -> Iterator[Metric]:
         targets = self._snapshot.targets
+        summaries = [(t, self._snapshot.summary(t)) for t in targets]
         yield from self._up(targets)
         yield from self._server(targets)
-        yield from self._sessions(targets)
-        yield from self._headroom(targets)
-        yield from self._histograms(targets)
-        yield from self._drops(targets)
+        yield from self._sessions(summaries)
+        yield from self._headroom(summaries)
+        yield from self._histograms(summaries)
+        yield from self._drops(summaries)
         yield from self._self_metrics(targets)
 
     def _up(self, targets: Sequence[TargetSnapshot]) -> Iterator[Metric]:
@@ -183,7 +179,7 @@ class SnapshotCollector(Collector):
                 age.add_metric([t.target], t.server_age_seconds)
         yield from (timeouts, info, full, per_session, working, threshold, network, age)
 
-    def _sessions(self, targets: Sequence[TargetSnapshot]) -> Iterator[Metric]:
+    def _sessions(self, summaries: Sequence[_Summarised]) -> Iterator[Metric]:
         sessions = GaugeMetricFamily(
             "mysql_idle_sessions",
             "Sockets and sessions by state and owning process.",
@@ -194,22 +190,15 @@ class SnapshotCollector(Collector):
             "Sockets with the kernel's TCP keepalive timer armed.",
             labels=["target", "process"],
         )
-        for t in targets:
-            counts: dict[str, dict[State, int]] = defaultdict(lambda: dict.fromkeys(ALL_STATES, 0))
-            armed: dict[str, int] = defaultdict(int)
-            for item in t.items:
-                counts[_process_of(item)][item.state] += 1
-                armed[_process_of(item)] += 1 if item.socket.keepalive else 0
-            for process in sorted(counts):
-                for state in ALL_STATES:
-                    sessions.add_metric(
-                        [t.target, state.value, process], float(counts[process][state])
-                    )
-                keepalive.add_metric([t.target, process], float(armed[process]))
+        for t, summary in summaries:
+            for process, totals in summary.processes.items():
+                for state, count in zip(ALL_STATES, totals.states, strict=True):
+                    sessions.add_metric([t.target, state.value, process], float(count))
+                keepalive.add_metric([t.target, process], float(totals.keepalive))
         yield sessions
         yield keepalive
 
-    def _headroom(self, targets: Sequence[TargetSnapshot]) -> Iterator[Metric]:
+    def _headroom(self, summaries: Sequence[_Summarised]) -> Iterator[Metric]:
         minimum = GaugeMetricFamily(
             "mysql_idle_min_headroom_seconds",
             "Smallest headroom (timeout minus idle) among a process's idle sessions.",
@@ -220,31 +209,16 @@ class SnapshotCollector(Collector):
             "Headroom of the riskiest idle sessions (at most --sessions.top series).",
             labels=["target", "process", "pid", "session_id", "user", "db"],
         )
-        for t in targets:
-            idle = [
-                item
-                for item in t.items
-                if item.state in (State.IDLE, State.AT_RISK) and item.headroom_seconds is not None
-            ]
-            smallest: dict[str, float] = {}
-            for item in idle:
-                assert item.headroom_seconds is not None
-                process = _process_of(item)
-                smallest[process] = min(smallest.get(process, math.inf), item.headroom_seconds)
-            for process in sorted(smallest):
-                minimum.add_metric([t.target, process], smallest[process])
-            # The same as sorted(...)[:top] (ties keep their order), without sorting all.
-            riskiest = heapq.nsmallest(
-                self._snapshot.top_sessions,
-                idle,
-                key=lambda item: (item.headroom_seconds, item.socket.local),
-            )
-            for item in riskiest:
+        for t, summary in summaries:
+            for process, totals in summary.processes.items():
+                if totals.min_headroom is not None:
+                    minimum.add_metric([t.target, process], totals.min_headroom)
+            for item in summary.riskiest:
                 assert item.session is not None and item.headroom_seconds is not None
                 per_session.add_metric(
                     [
                         t.target,
-                        _process_of(item),
+                        utf8_label(item.socket.process),
                         "" if item.socket.pid is None else str(item.socket.pid),
                         str(item.session.id),
                         item.session.user,
@@ -255,7 +229,7 @@ class SnapshotCollector(Collector):
         yield minimum
         yield per_session
 
-    def _histograms(self, targets: Sequence[TargetSnapshot]) -> Iterator[Metric]:
+    def _histograms(self, summaries: Sequence[_Summarised]) -> Iterator[Metric]:
         server_idle = HistogramMetricFamily(
             "mysql_idle_session_idle_seconds",
             "Idle seconds of matched idle sessions (the current distribution, not cumulative).",
@@ -266,34 +240,25 @@ class SnapshotCollector(Collector):
             "Client-side silence per socket from tcp_info (the current distribution).",
             labels=["target", "process"],
         )
-        for t in targets:
-            server_values: dict[str, list[float]] = defaultdict(list)
-            client_values: dict[str, list[float]] = defaultdict(list)
-            for item in t.items:
-                process = _process_of(item)
-                client_values.setdefault(process, [])
-                if item.socket.idle_seconds is not None:
-                    client_values[process].append(item.socket.idle_seconds)
-                if item.state in (State.IDLE, State.AT_RISK) and item.idle_seconds is not None:
-                    server_values[process].append(item.idle_seconds)
-            for process, values in sorted(server_values.items()):
-                buckets, total = histogram_buckets(values)
-                server_idle.add_metric([t.target, process], buckets, total)
-            for process, values in sorted(client_values.items()):
-                buckets, total = histogram_buckets(values)
+        for t, summary in summaries:
+            for process, totals in summary.processes.items():
+                if totals.server_idle:
+                    buckets, total = histogram_buckets(totals.server_idle)
+                    server_idle.add_metric([t.target, process], buckets, total)
+                buckets, total = histogram_buckets(totals.client_idle)
                 client_idle.add_metric([t.target, process], buckets, total)
         yield server_idle
         yield client_idle
 
-    def _drops(self, targets: Sequence[TargetSnapshot]) -> Iterator[Metric]:
+    def _drops(self, summaries: Sequence[_Summarised]) -> Iterator[Metric]:
         drops = CounterMetricFamily(
             "mysql_idle_sessions_dropped",
             "Sessions seen to die idle (became dropped, or vanished after their timeout).",
             labels=["target", "process"],
         )
-        for t in targets:
+        for t, summary in summaries:
             # Zero from a process's first sighting, so increase() sees its first drop.
-            totals: dict[str, int] = dict.fromkeys((_process_of(item) for item in t.items), 0)
+            totals: dict[str, int] = dict.fromkeys(summary.processes, 0)
             for process, total in t.dropped_totals.items():
                 totals[utf8_label(process)] = totals.get(utf8_label(process), 0) + total
             for process in sorted(totals):

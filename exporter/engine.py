@@ -28,6 +28,7 @@ from exporter.correlate import (
 )
 from exporter.fleet import DEFAULT_FRESH_INTERVAL_SECONDS, IndexedView
 from exporter.model import Endpoint, ServerView, Socket, TcpState
+from exporter.summary import TargetSummary, summarise
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,12 @@ class SessionSource(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def reads_are_fresh(source: SessionSource) -> bool:
+    """Whether every read of ``source`` is made on the server when it is asked for (a
+    direct reader), rather than possibly answered from a cache (a fleet source)."""
+    return bool(getattr(source, "always_fresh", False))
 
 
 Resolver = Callable[[str], frozenset[str]]
@@ -98,6 +105,11 @@ class WatchedTarget:
     fleet_started_at: float | None = None
     own_endpoints: deque[Endpoint] = field(default_factory=lambda: deque(maxlen=32))
     counters: TargetCounters = field(default_factory=TargetCounters)
+    # The client addresses the last read asked about, and whether the last collection saw
+    # a live connection that read could not know: together they decide whether the next
+    # read may start before the socket dump (Engine._early_read).
+    read_ips: frozenset[str] = frozenset()
+    saw_new_connection: bool = True
 
     def refresh_addresses(self, now: float) -> None:
         if self.resolved_at is not None and now - self.resolved_at < self.resolve_every:
@@ -245,10 +257,16 @@ class Engine:
     async def _collect(self, deadline: float) -> Snapshot:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        # A read that is due whatever the sockets say runs while the kernel is dumped: the
+        # server's time to build its list then costs no extra wall time.
+        early = [self._early_read(t, deadline) for t in self._targets]
         reading = await loop.run_in_executor(self._pool, self._sockets.read)
         sockets_seconds = time.perf_counter() - started
         results = await asyncio.gather(
-            *(self._collect_target(t, reading.sockets, deadline) for t in self._targets)
+            *(
+                self._collect_target(t, reading.sockets, deadline, read)
+                for t, read in zip(self._targets, early, strict=True)
+            )
         )
         self._collections += 1
         durations: dict[str, dict[str, float]] = {}
@@ -261,20 +279,47 @@ class Engine:
                 "total": total,
             }
         snapshot = Snapshot(
-            targets=tuple(snap for snap, _ in results),
+            targets=tuple(snap for (snap, _), _ in results),
             durations=durations,
             counters={t.name: t.counters for t in self._targets},
             collections=self._collections,
             top_sessions=self._top,
+            summaries={snap.target: summary for (snap, summary), _ in results},
         )
         self._last = snapshot
         if self._on_collected is not None:
             self._on_collected()
         return snapshot
 
+    def _early_read(
+        self, target: WatchedTarget, deadline: float
+    ) -> asyncio.Future[tuple[ServerView, float]] | None:
+        """Start this target's read now, before the socket dump, when it is due whatever
+        the dump will show (the interval has elapsed, or the last read failed) and it can
+        be trusted to cover the dump: a direct read (made when asked), the same client
+        addresses as the last read, and no connection newer than the last read in the
+        last collection (under churn the dump would likely show one, and the read would
+        have to be made again after it)."""
+        view = target.last_view
+        if (
+            view is None
+            or not target.read_ips
+            or target.saw_new_connection
+            or not reads_are_fresh(target.sessions)
+            or (view.ok and self._clock() - view.read_at < self._interval)
+        ):
+            return None
+        return asyncio.ensure_future(
+            self._read_server(target, target.read_ips, deadline, fresh=False)
+        )
+
     async def _collect_target(
-        self, target: WatchedTarget, all_sockets: Sequence[Socket], deadline: float
-    ) -> tuple[TargetSnapshot, dict[str, float]]:
+        self,
+        target: WatchedTarget,
+        all_sockets: Sequence[Socket],
+        deadline: float,
+        early: asyncio.Future[tuple[ServerView, float]] | None = None,
+    ) -> tuple[tuple[TargetSnapshot, TargetSummary], dict[str, float]]:
         loop = asyncio.get_running_loop()
         now = self._clock()
         if not target.ips:
@@ -285,12 +330,23 @@ class Engine:
         # Everything below walks every socket (10,000 at 10,000 sessions): it runs in the
         # pool, like the reads, so the event loop (/healthz, other scrapes) stays free.
         own = set(target.own_endpoints)
-        sockets, reason, client_ips, fresh = await loop.run_in_executor(
+        sockets, reason, client_ips, fresh, new_connection = await loop.run_in_executor(
             self._pool, self._plan, target, all_sockets, own, now
         )
+        target.saw_new_connection = new_connection
         server_seconds = 0.0
+        read: tuple[ServerView, float] | None = None
+        if early is not None:
+            read = await early
+            # A connection newer than the last read may be newer than this one too, and
+            # an address it did not ask about has sessions it did not return.
+            if reason is None or new_connection or not client_ips <= target.read_ips:
+                read = None
         if reason is not None:
-            view, server_seconds = await self._read_server(target, client_ips, deadline, fresh)
+            if read is None:
+                read = await self._read_server(target, client_ips, deadline, fresh)
+            target.read_ips = client_ips
+            view, server_seconds = read
             target.last_view = view
             if view.ok:
                 new_own = view.own_client_endpoints - own
@@ -300,19 +356,21 @@ class Engine:
                 if new_own:
                     target.own_endpoints.extend(new_own)
         started = time.perf_counter()
-        snapshot, target.memory = await loop.run_in_executor(
+        snapshot, target.memory, summary = await loop.run_in_executor(
             self._pool,
             functools.partial(
-                correlate,
+                _correlate_and_summarise,
                 target.name,
                 sockets,
                 target.last_view,
                 self._settings,
                 target.memory,
                 self._clock(),
+                self._top,
             ),
         )
-        return snapshot, {"server": server_seconds, "correlate": time.perf_counter() - started}
+        correlate_seconds = time.perf_counter() - started
+        return (snapshot, summary), {"server": server_seconds, "correlate": correlate_seconds}
 
     def _plan(
         self,
@@ -320,26 +378,27 @@ class Engine:
         all_sockets: Sequence[Socket],
         own: set[Endpoint],
         now: float,
-    ) -> tuple[list[Socket], str | None, frozenset[str], bool]:
+    ) -> tuple[list[Socket], str | None, frozenset[str], bool, bool]:
         """This target's sockets (the exporter's own left out), why the server must be read
-        (None: the last read still serves), the client addresses to ask about, and whether
-        a cached answer would not do."""
+        (None: the last read still serves), the client addresses to ask about, whether a
+        cached answer would not do, and whether a live connection is newer than the last
+        read."""
         sockets = [s for s in all_sockets if target.owns(s) and s.local not in own]
         reason = needs_fresh_read(
             sockets, target.last_view, target.known_at_read, now, self._interval, self._settings
         )
+        known = target.known_at_read
+        established = TcpState.ESTABLISHED
+        new_connection = any(
+            (s.local, s.remote) not in known
+            for s in sockets
+            if s.state is established and not s.gone
+        )
         # A cached answer (fleet mode) will not do for a connection the last read could
         # not know, nor for one near its timeout that talked since the read.
-        fresh = reason is not None and (
-            reason not in _STALE_OK_REASONS
-            or any(
-                connection_key(s) not in target.known_at_read
-                for s in sockets
-                if s.state is TcpState.ESTABLISHED and not s.gone
-            )
-        )
+        fresh = reason is not None and (reason not in _STALE_OK_REASONS or new_connection)
         client_ips = frozenset(s.local.ip for s in sockets) if reason is not None else frozenset()
-        return sockets, reason, client_ips, fresh
+        return sockets, reason, client_ips, fresh, new_connection
 
     async def _read_server(
         self, target: WatchedTarget, client_ips: frozenset[str], deadline: float, fresh: bool
@@ -398,6 +457,20 @@ class Engine:
 def _read_indexed(sessions: SessionSource, timeout: float) -> IndexedView:
     """A whole read (no client filter), indexed for the sidecars' answers."""
     return IndexedView(sessions.read(None, timeout))
+
+
+def _correlate_and_summarise(
+    target: str,
+    sockets: Sequence[Socket],
+    server: ServerView | None,
+    settings: Settings,
+    memory: Memory,
+    now: float,
+    top: int,
+) -> tuple[TargetSnapshot, Memory, TargetSummary]:
+    """correlate, then the per-process totals rendering needs, in one trip to the pool."""
+    snapshot, new_memory = correlate(target, sockets, server, settings, memory, now)
+    return snapshot, new_memory, summarise(snapshot, top)
 
 
 def _after_read(

@@ -35,6 +35,9 @@ class SessionReader:
     """Reads one target's sessions. Used from one thread at a time: a read that finds
     another still running (a hung server) returns at once with ``ok=False``."""
 
+    # Every read is made on the server when asked: the engine may start one early.
+    always_fresh = True
+
     def __init__(
         self,
         target: str,
