@@ -55,6 +55,11 @@ _DIAG_MSG = struct.Struct("=BBBB4x16s16s24xII")
 _DIAG_MSG_SIZE = _DIAG_MSG.size
 _FAMILIES = (socket.AF_INET, socket.AF_INET6)
 _PORTS = struct.Struct(">HH")
+# What identifies a socket's unchanging fields: family, state, timer, retransmits, ports and
+# addresses (bytes 0-40), uid and inode (64-72); not the timer's expiry or the queues.
+_STATIC_KEY = "40s24x8s"
+_STATIC = struct.Struct("=BBBB4s16s16s")  # the first part of the key, split
+_OWNER = struct.Struct("=II")  # the second: uid, inode
 _ERRNO = struct.Struct("=i")
 
 # struct tcp_info: 8 leading u8, then u32 tcpi_rto, ato, snd_mss, rcv_mss, unacked, sacked,
@@ -163,18 +168,56 @@ def _idle_seconds(data: memoryview, start: int, length: int) -> float | None:
 
 class _Layout(NamedTuple):
     """The attributes of one message size: an unpack of every (length, type) header, what
-    it gave, and where the tcp_info times are (offset from the message body; -1: none)."""
+    it gave, where the tcp_info times are (offset from the message body; -1: none), and
+    where each header is (offset from the message body)."""
 
     headers: Callable[[memoryview, int], tuple[Any, ...]]
     expected: tuple[int, ...]
     info: int
+    at: tuple[int, ...]
+
+
+class _Bulk(NamedTuple):
+    """A datagram of messages that all have one size and one attribute layout, unpacked
+    by one struct per message in C (struct.iter_unpack): nlmsg_len and nlmsg_type, the
+    static key's two parts, every attribute header, then the two tcp_info times (if any).
+    """
+
+    records: Callable[[memoryview], Any]
+    length: int
+    expected: tuple[int, ...]
+    times: bool
+
+
+def _bulk_shape(length: int, layout: _Layout) -> _Bulk:
+    body = _NLMSGHDR.size
+    fields = [(body + at, "HH") for at in layout.at]
+    if layout.info >= 0:
+        fields.append((body + layout.info, "I4xI"))
+    fields.sort()
+    fmt, position = "=IH10x" + _STATIC_KEY, body + _DIAG_MSG_SIZE
+    for offset, code in fields:
+        fmt += f"{offset - position}x{code}"
+        position = offset + struct.calcsize("=" + code)
+    fmt += f"{length - position}x"
+    return _Bulk(struct.Struct(fmt).iter_unpack, length, layout.expected, layout.info >= 0)
+
+
+# A socket's fields but its idle time, as the bulk path builds them: local, remote, state,
+# inode, uid, keepalive; None for a socket that is skipped (another family or state).
+_Static = tuple[Endpoint, Endpoint, TcpState, int, int, bool] | None
+_StaticKey = tuple[bytes, bytes]
 
 
 class _Parser:
-    """Parses one answer. Remembers address texts and remote endpoints, because a dump
-    repeats a few of them (this host's addresses, the database's) many times."""
+    """Parses one dump. Remembers address texts and remote endpoints, because a dump
+    repeats a few of them (this host's addresses, the database's) many times, and, for
+    the bulk path, each socket's unchanging fields from the last dump (``known``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, known: dict[_StaticKey, _Static] | None = None) -> None:
+        self._known: dict[_StaticKey, _Static] = known if known is not None else {}
+        self.seen: dict[_StaticKey, _Static] = {}
+        self._bulks: dict[int, _Bulk] = {}
         self._ips: dict[tuple[int, bytes], str] = {}
         self._remotes: dict[tuple[int, bytes, int], Endpoint] = {}
         # Attribute layouts seen, by message size: every socket of a dump carries the same
@@ -222,8 +265,64 @@ class _Parser:
             struct.Struct(layout).unpack_from,
             tuple(value for _at, length, kind in headers for value in (length, kind)),
             info,
+            tuple(at for at, _length, _kind in headers),
         )
         return idle
+
+    def bulk(self, view: memoryview) -> list[KernelSocket] | None:
+        """A datagram of same-size, same-layout socket messages (every datagram of a dump
+        but its end, normally) in one C unpack per message; None when this datagram is
+        not one, for the message-by-message parse to handle."""
+        size = len(view)
+        if size < _NLMSGHDR.size:
+            return None
+        length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(view, 0)
+        if kind != SOCK_DIAG_BY_FAMILY or length % 4 or length < _NLMSGHDR.size + (
+            _DIAG_MSG_SIZE
+        ) or size % length:
+            return None
+        shape = self._bulks.get(length)
+        if shape is None:
+            layout = self._layouts.get(length - _NLMSGHDR.size)
+            if layout is None:
+                return None  # learnt from this datagram, used from the next one
+            shape = self._bulks[length] = _bulk_shape(length, layout)
+        expected, headers_end = shape.expected, 4 + len(shape.expected)
+        known, seen, unknown = self._known, self.seen, _UNKNOWN
+        new = _new_tuple
+        sockets: list[KernelSocket] = []
+        append = sockets.append
+        for record in shape.records(view):
+            if record[0] != length or record[1] != kind or record[4:headers_end] != expected:
+                return None
+            key = (record[2], record[3])
+            static = known.get(key, unknown)
+            if static is unknown:
+                static = self._static(*key)
+            seen[key] = static
+            if static is None:
+                continue
+            local, remote, tcp_state, inode, uid, keepalive = static
+            sent, received = record[headers_end:] if shape.times else (None, None)
+            idle = None if sent is None else float(min(sent, received)) / 1000.0
+            append(new(KernelSocket, (local, remote, tcp_state, inode, uid, idle, keepalive)))
+        return sockets
+
+    def _static(self, head: bytes, owner: bytes) -> _Static:
+        family, state, timer, _retrans, ports, src, dst = _STATIC.unpack(head)
+        uid, inode = _OWNER.unpack(owner)
+        sport, dport = _PORTS.unpack(ports)
+        tcp_state = _STATES.get(state)
+        # Another family or a state this code does not know (a future kernel's) is skipped.
+        if tcp_state is None or family not in _FAMILIES:
+            return None
+        local_ip = self._ips.get((family, src))
+        if local_ip is None:
+            local_ip = self._ip(family, src)
+        remote = self._remotes.get((family, dst, dport))
+        if remote is None:
+            remote = self._remote(family, dst, dport)
+        return (Endpoint(local_ip, sport), remote, tcp_state, inode, uid, timer == TIMER_KEEPALIVE)
 
     def diag_message(self, data: memoryview, start: int, end: int) -> KernelSocket | None:
         """The inet_diag_msg and its attributes at data[start:end].
@@ -264,12 +363,22 @@ class _Parser:
         )
 
 
-def parse_messages(data: bytes | bytearray | memoryview) -> tuple[list[KernelSocket], bool]:
+def parse_messages(
+    data: bytes | bytearray | memoryview, parser: _Parser | None = None
+) -> tuple[list[KernelSocket], bool]:
     """Parse one datagram of a sock_diag dump: the sockets in it, and whether NLMSG_DONE
     ended the dump. Raises NetlinkError for an error the kernel reported and
-    MalformedMessage (a NetlinkError) for bytes that do not parse; nothing else."""
+    MalformedMessage (a NetlinkError) for bytes that do not parse; nothing else.
+    ``parser`` carries what one dump's datagrams share."""
     view = memoryview(data).cast("B")
-    parser = _Parser()
+    parser = parser if parser is not None else _Parser()
+    bulk = parser.bulk(view)
+    if bulk is not None:
+        return bulk, False
+    return _parse_one_by_one(view, parser)
+
+
+def _parse_one_by_one(view: memoryview, parser: _Parser) -> tuple[list[KernelSocket], bool]:
     sockets: list[KernelSocket] = []
     offset = 0
     while offset < len(view):
@@ -302,6 +411,10 @@ def parse_messages(data: bytes | bytearray | memoryview) -> tuple[list[KernelSoc
     return sockets, False
 
 
+_UNKNOWN: _Static = (Endpoint("", 0), Endpoint("", 0), TcpState.CLOSE, -1, -1, False)
+_new_tuple = tuple.__new__  # a named tuple without its Python-level __new__
+
+
 def _classify(error: OSError, what: str) -> NetlinkError:
     code = error.errno or errno_codes.EIO
     kind = NetlinkUnavailable if code in UNAVAILABLE_ERRNOS else NetlinkError
@@ -309,7 +422,12 @@ def _classify(error: OSError, what: str) -> NetlinkError:
 
 
 def _dump_family(
-    channel: socket.socket, family: int, bytecode: bytes, seq: int, deadline: float
+    channel: socket.socket,
+    family: int,
+    bytecode: bytes,
+    seq: int,
+    deadline: float,
+    parser: _Parser,
 ) -> list[KernelSocket]:
     channel.send(build_request(family, STATES_MASK, bytecode, seq))
     buffer = bytearray(_RECV_BUFFER)
@@ -325,7 +443,7 @@ def _dump_family(
             raise NetlinkError(errno_codes.ETIMEDOUT, "sock_diag dump timed out") from error
         if flags & socket.MSG_TRUNC:
             raise NetlinkError(errno_codes.EMSGSIZE, "sock_diag datagram truncated")
-        rows, done = parse_messages(memoryview(buffer)[:size])
+        rows, done = parse_messages(memoryview(buffer)[:size], parser)
         sockets.extend(rows)
         if done:
             return sockets
@@ -348,15 +466,24 @@ def dump_tcp(
             error.errno or errno_codes.EPROTONOSUPPORT,
             f"cannot open a NETLINK_SOCK_DIAG socket: {error.strerror}",
         ) from error
+    global _last_dump
+    parser = _Parser(_last_dump)
     with channel:
         sockets: list[KernelSocket] = []
         for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
             try:
-                sockets.extend(_dump_family(channel, family, bytecode, seq, deadline))
+                sockets.extend(_dump_family(channel, family, bytecode, seq, deadline, parser))
             except NetlinkError as error:
                 if type(error) is NetlinkError and error.errno in UNAVAILABLE_ERRNOS:
                     raise NetlinkUnavailable(error.errno, str(error.strerror)) from error
                 raise
             except OSError as error:  # from send/recv themselves
                 raise _classify(error, "sock_diag") from error
+        # Only this dump's sockets are remembered: memory follows the sockets. The values
+        # are immutable and keyed by every byte they come from, so a dump running beside
+        # another (not the engine's way) can only lose hits, never get a wrong row.
+        _last_dump = parser.seen
         return sockets
+
+
+_last_dump: dict[_StaticKey, _Static] = {}

@@ -97,10 +97,16 @@ def nl_message(kind: int, payload: bytes) -> bytes:
     return pad4(_NLMSGHDR.pack(_NLMSGHDR.size + len(payload), kind, 2, 1, 0) + payload)
 
 
+_DRAW = object()  # diag_rows: draw this part of the message's shape
+
+
 @st.composite
-def diag_rows(draw: st.DrawFn) -> tuple[bytes, KernelSocket | None]:
+def diag_rows(
+    draw: st.DrawFn, info_length: object = _DRAW, other: object = _DRAW
+) -> tuple[bytes, KernelSocket | None]:
     """One SOCK_DIAG_BY_FAMILY message and the KernelSocket it stands for (None when the
-    parser must skip it: a family or state it does not know)."""
+    parser must skip it: a family or state it does not know). ``info_length`` (None: no
+    tcp_info) and ``other`` (None: no other attribute) fix the message's shape."""
     family = draw(st.sampled_from([socket.AF_INET, socket.AF_INET6, 0, 99]))
     state = draw(st.integers(0, 15))
     timer = draw(st.integers(0, 4))
@@ -116,7 +122,9 @@ def diag_rows(draw: st.DrawFn) -> tuple[bytes, KernelSocket | None]:
             + src + dst + bytes(24) + struct.pack("=II", uid, inode))
     idle: float | None = None
     attributes = b""
-    info_length = draw(st.one_of(st.none(), st.integers(0, 240)))
+    if info_length is _DRAW:
+        info_length = draw(st.one_of(st.none(), st.integers(0, 240)))
+    assert info_length is None or isinstance(info_length, int)
     if info_length is not None:
         info = bytearray(info_length)  # the parser reads two fields of it
         if info_length >= 56:
@@ -126,8 +134,10 @@ def diag_rows(draw: st.DrawFn) -> tuple[bytes, KernelSocket | None]:
             idle = min(sent, received) / 1000.0
         attributes += pad4(_RTATTR.pack(_RTATTR.size + info_length, netlink.INET_DIAG_INFO)
                            + bytes(info))
-    if draw(st.booleans()):  # an attribute of another kind, skipped
-        other = draw(st.binary(max_size=12))
+    if other is _DRAW:
+        other = draw(st.one_of(st.none(), st.binary(max_size=12)))
+    if other is not None:  # an attribute of another kind, skipped
+        assert isinstance(other, bytes)
         attributes += pad4(_RTATTR.pack(_RTATTR.size + len(other), 99) + other)
     message = nl_message(netlink.SOCK_DIAG_BY_FAMILY, body + attributes)
     known = {int(s) for s in TcpState}
@@ -184,6 +194,52 @@ def test_netlink_parses_what_the_kernel_sends(case: tuple[bytes, list[KernelSock
                                               ) -> None:
     data, expected, done = case
     assert netlink.parse_messages(data) == (expected, done)
+
+
+@st.composite
+def dumps(draw: st.DrawFn) -> list[tuple[bytes, list[KernelSocket]]]:
+    """Datagrams of one dump: messages of one shape, as the kernel sends them, so that a
+    parser that has seen the first parses the others in bulk."""
+    info_length = draw(st.one_of(st.none(), st.integers(0, 240)))
+    other = draw(st.one_of(st.none(), st.binary(max_size=12)))
+    shaped = diag_rows(info_length=info_length, other=other)
+    datagrams = []
+    for rows in draw(st.lists(st.lists(shaped, min_size=1, max_size=5), min_size=2,
+                              max_size=4)):
+        datagrams.append((b"".join(m for m, _ in rows), [r for _, r in rows if r is not None]))
+    return datagrams
+
+
+@FUZZ
+@given(dumps(), st.integers(0, 3))
+def test_netlink_bulk_parse_of_a_dump_equals_the_message_by_message_parse(
+    dump: list[tuple[bytes, list[KernelSocket]]], repeat: int
+) -> None:
+    parser = netlink._Parser()
+    for _ in range(1 + repeat):  # again: the sockets are remembered from the last time
+        seen = parser.seen
+        parser = netlink._Parser(seen)
+        for data, expected in dump:
+            assert netlink.parse_messages(data, parser) == (expected, False)
+    assert parser._bulks  # the second datagram on was parsed in bulk
+
+
+@FUZZ
+@given(dumps(), st.data())
+def test_netlink_bulk_parse_of_mutated_datagrams_only_raises_netlink_errors(
+    dump: list[tuple[bytes, list[KernelSocket]]], data: st.DataObject
+) -> None:
+    parser = netlink._Parser()
+    netlink.parse_messages(dump[0][0], parser)  # learns the shape
+    mutated = bytearray(dump[-1][0])
+    for _ in range(data.draw(st.integers(1, 6))):
+        mutated[data.draw(st.integers(0, len(mutated) - 1))] = data.draw(st.integers(0, 255))
+    try:
+        rows, done = netlink.parse_messages(bytes(mutated), parser)
+    except netlink.NetlinkError:
+        return
+    assert isinstance(done, bool)
+    check_sockets(rows)
 
 
 @st.composite
