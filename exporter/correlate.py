@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from exporter.addresses import is_ip, is_loopback
 from exporter.model import Endpoint, ServerView, Session, Socket, State, TcpState
@@ -45,6 +45,9 @@ class Classified(NamedTuple):
     headroom_seconds: float | None = None
 
 
+_IDLE_STATES = frozenset({State.IDLE, State.AT_RISK})
+
+
 @dataclass(frozen=True, slots=True)
 class Memory:
     """What correlation remembers between collections of one target (a value, never edited)."""
@@ -53,10 +56,21 @@ class Memory:
     matched: frozenset[ConnectionKey] = frozenset()
     # Connections already counted as dropped.
     dropped: frozenset[ConnectionKey] = frozenset()
-    # Matched idle connections: owner process and the time (caller's clock) their timeout ends.
-    expiries: Mapping[ConnectionKey, tuple[str, float]] = field(default_factory=dict)
+    # The last collection's items by connection, and when it ran (caller's clock): its idle
+    # ones say when each timeout ends. Kept as they were, not copied into a new table.
+    items: Mapping[ConnectionKey, Classified] = field(default_factory=dict)
+    items_at: float = 0.0
     dropped_totals: Mapping[str, int] = field(default_factory=dict)
     correlation_working: bool = False
+
+    @property
+    def expiries(self) -> dict[ConnectionKey, tuple[str, float]]:
+        """Matched idle connections: owner process and when their timeout ends."""
+        return {
+            key: (item.socket.process, self.items_at + item.headroom_seconds)
+            for key, item in self.items.items()
+            if item.state in _IDLE_STATES and item.headroom_seconds is not None
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,40 +121,18 @@ class _SessionIndex:
         return candidates[0] if len(candidates) == 1 else None
 
 
-def effective_timeout(
-    session: Session, server: ServerView, settings: Settings
-) -> float | None:
-    timeout = session.wait_timeout if session.wait_timeout is not None else server.wait_timeout
-    network = settings.network_idle_timeout
+def _no_session(local: Endpoint) -> Session | None:
+    return None
+
+
+def _network_capped(timeout: float | None, network: float | None) -> float | None:
     if network is None or timeout is None:
         return timeout if network is None else network
     return min(timeout, network)
 
 
-def _idle_seconds(socket: Socket, session: Session, server_age: float) -> float:
-    # The kernel's silence is exact and current; the server's idle time is as old as the read.
-    if socket.idle_seconds is not None:
-        return socket.idle_seconds
-    return session.idle_seconds + server_age
-
-
 def _traffic_since_read(socket: Socket, server_age: float) -> bool:
     return socket.idle_seconds is not None and socket.idle_seconds < server_age
-
-
-def _classify_matched(
-    socket: Socket, session: Session, server: ServerView, server_age: float, settings: Settings
-) -> Classified:
-    if not session.sleeping:
-        # Running a command (or was at the read, with no sign of a reply since): never idle.
-        return Classified(socket, session, State.ACTIVE)
-    idle = _idle_seconds(socket, session, server_age)
-    timeout = effective_timeout(session, server, settings)
-    if timeout is None:
-        return Classified(socket, session, State.IDLE, idle_seconds=idle)
-    headroom = timeout - idle
-    state = State.AT_RISK if headroom <= settings.risk_headroom else State.IDLE
-    return Classified(socket, session, state, idle, timeout, headroom)
 
 
 def correlate(
@@ -160,30 +152,67 @@ def correlate(
     )
     own_endpoints = server.own_client_endpoints if server is not None else frozenset()
 
-    # Each socket's connection key is built once here (this runs for every socket of every
-    # collection: 10,000 times at 10,000 sessions).
-    considered = [
-        s
-        for s in sockets
-        if s.local not in own_endpoints and (s.gone or s.state in _CLASSIFIED_TCP_STATES)
-    ]
-    keys: list[ConnectionKey] = [(s.local, s.remote) for s in considered]
-    # The session of each live (ESTABLISHED, not gone) socket, in `considered` order; None
-    # for the others and for live sockets without one.
-    found: list[Session | None] = [None] * len(considered)
+    # One pass over the sockets (10,000 of them a collection at 10,000 sessions): each
+    # connection key is built once and matched sessions are classified inline. A session
+    # running a command is never idle; an idle one's headroom is its timeout (its own
+    # wait_timeout, else the global one, capped by the network's) less its idle time.
+    phantom_possible = server is not None and server_usable and server.full_view
+    global_timeout = _network_capped(
+        server.wait_timeout if server is not None else None, settings.network_idle_timeout
+    )
+    network = settings.network_idle_timeout
+    risk = settings.risk_headroom
+    by_endpoint = index.by_endpoint.get if server_usable else _no_session
+    by_name = index.find if server_usable and index.by_name_port else _no_session
+    new = tuple.__new__  # Classified(...) without its Python-level __new__
+    established, close_wait = TcpState.ESTABLISHED, TcpState.CLOSE_WAIT
+    dropped_state, active, idle_state, at_risk = (
+        State.DROPPED, State.ACTIVE, State.IDLE, State.AT_RISK)
+    keys: list[ConnectionKey] = []
+    items: list[Classified | None] = []  # None: unmatched or phantom, decided below
     live_keys: list[ConnectionKey] = []
     matched_now: set[ConnectionKey] = set()
-    if server_usable:
-        find = index.find
-        established = TcpState.ESTABLISHED
-        for position, sock in enumerate(considered):
-            if sock.state is established and not sock.gone:
-                key = keys[position]
-                live_keys.append(key)
-                session = find(sock.local)
-                if session is not None:
-                    found[position] = session
-                    matched_now.add(key)
+    pending: list[tuple[int, Socket]] = []
+    for sock in sockets:
+        local = sock.local
+        if local in own_endpoints:
+            continue
+        state = sock.state
+        if sock.gone or state is close_wait:
+            keys.append((local, sock.remote))
+            items.append(new(Classified, (sock, None, dropped_state, sock.idle_seconds, None,
+                                          None)))
+            continue
+        if state is not established:
+            continue
+        key = (local, sock.remote)
+        keys.append(key)
+        live_keys.append(key)
+        session = by_endpoint(local)
+        if session is None:
+            session = by_name(local)
+            if session is None:
+                pending.append((len(items), sock))
+                items.append(None)
+                continue
+        matched_now.add(key)
+        if session.command != "Sleep":
+            # Running a command (or was at the read, with no sign of a reply since).
+            items.append(new(Classified, (sock, session, active, None, None, None)))
+            continue
+        # The kernel's silence is exact and current; the server's is as old as the read.
+        idle = sock.idle_seconds
+        if idle is None:
+            idle = session.idle_seconds + server_age
+        own_timeout = session.wait_timeout
+        timeout = global_timeout if own_timeout is None else _network_capped(own_timeout,
+                                                                              network)
+        if timeout is None:
+            items.append(new(Classified, (sock, session, idle_state, idle, None, None)))
+            continue
+        headroom = timeout - idle
+        items.append(new(Classified, (sock, session, at_risk if headroom <= risk else idle_state,
+                                      idle, timeout, headroom)))
     # A live connection that matched before still proves correlation works, even if its
     # session is gone now (that is what makes it a phantom rather than unmatched).
     if matched_now or any(key in memory.matched for key in live_keys):
@@ -194,26 +223,19 @@ def correlate(
         working = memory.correlation_working
     # Phantoms need proof that this target's sockets can be matched at all, and a server
     # view that would show every session (without PROCESS it shows only the exporter's own).
-    phantom_possible = server is not None and server_usable and server.full_view
+    any_matched = bool(matched_now)
+    for position, sock in pending:
+        key = keys[position]
+        phantom = phantom_possible and (any_matched or key in memory.matched)
+        items[position] = new(Classified, (sock, None, State.PHANTOM if phantom
+                                           else State.UNMATCHED, sock.idle_seconds, None, None))
+    classified = cast(list[Classified], items)  # every None was replaced just above
 
-    items: list[Classified] = []
-    append = items.append
-    close_wait = TcpState.CLOSE_WAIT
-    for sock, key, session in zip(considered, keys, found, strict=True):
-        if sock.gone or sock.state is close_wait:
-            append(Classified(sock, None, State.DROPPED, sock.idle_seconds))
-        elif session is not None and server is not None:
-            append(_classify_matched(sock, session, server, server_age, settings))
-        elif phantom_possible and (bool(matched_now) or key in memory.matched):
-            append(Classified(sock, None, State.PHANTOM, sock.idle_seconds))
-        else:
-            append(Classified(sock, None, State.UNMATCHED, sock.idle_seconds))
-
-    new_memory = _remember(keys, items, memory, matched_now, working, now, settings)
+    new_memory = _remember(keys, classified, memory, matched_now, working, now, settings)
     snapshot = TargetSnapshot(
         target=target,
         server=server,
-        items=tuple(items),
+        items=tuple(classified),
         correlation_working=working,
         dropped_totals=new_memory.dropped_totals,
         server_age_seconds=server_age if server_usable else None,
@@ -240,28 +262,31 @@ def _remember(
     def count(process: str) -> None:
         totals[process] = totals.get(process, 0) + 1
 
-    dropped: set[ConnectionKey] = set()
-    expiries: dict[ConnectionKey, tuple[str, float]] = {}
-    idle, at_risk, gone = State.IDLE, State.AT_RISK, State.DROPPED
-    for key, item in present.items():
-        state = item.state
-        if state is gone:
-            dropped.add(key)
-            if key not in memory.dropped:
-                count(item.socket.process)
-        elif (state is idle or state is at_risk) and item.headroom_seconds is not None:
-            expiries[key] = (item.socket.process, now + item.headroom_seconds)
+    gone = State.DROPPED
+    dropped = {key for key, item in present.items() if item.state is gone}
+    for key in dropped - memory.dropped:
+        count(present[key].socket.process)
     # A connection that vanished entirely after idling past its timeout died idle too, even
     # when no collection caught it in between (the client noticed and closed it).
-    for key, (process, expires_at) in memory.expiries.items():
-        if key not in present and now + settings.expiry_tolerance >= expires_at:
-            count(process)
+    deadline = now + settings.expiry_tolerance - memory.items_at
+    idle_states = _IDLE_STATES
+    for key in memory.items.keys() - present.keys():
+        item = memory.items[key]
+        headroom = item.headroom_seconds
+        if item.state in idle_states and headroom is not None and deadline >= headroom:
+            count(item.socket.process)
 
-    matched = memory.matched.intersection(present) | matched_now
+    # Connections that matched once and are still here. Usually all of them match now.
+    old = memory.matched
+    if old <= matched_now:
+        matched = frozenset(matched_now)
+    else:
+        matched = frozenset(old.intersection(present) | matched_now)
     return Memory(
-        matched=frozenset(matched),
+        matched=matched,
         dropped=frozenset(dropped),
-        expiries=expiries,
+        items=present,
+        items_at=now,
         dropped_totals=totals,
         correlation_working=working,
     )
