@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import psutil
@@ -225,10 +225,13 @@ class OwnerMap:
                 break
         return found
 
-    def resolve(self, inodes: Collection[int]) -> dict[int, Owner]:
+    def resolve(self, inodes: Collection[int]) -> Mapping[int, Owner]:
         """Owners of those inodes that belong to a process we can see; 0 (an orphan
-        socket) and unresolvable inodes are left out."""
+        socket) and unresolvable inodes are left out. Read-only: the map is this
+        object's cache until the next call."""
         wanted = {inode for inode in inodes if inode > 0}
+        if self._recheck_every > 1:
+            return self._resolve_trusting(wanted)
         now = self._clock()
         known = {inode: where for inode, where in self._known.items() if inode in wanted}
         identities: dict[int, tuple[int, str] | None] = {}
@@ -267,6 +270,62 @@ class OwnerMap:
             owners[inode] = owner
         self._owners = owners
         return dict(owners)
+
+    def _resolve_trusting(self, wanted: set[int]) -> Mapping[int, Owner]:
+        """resolve() for a caller that asks only about inodes in the kernel's table: one
+        pass over them, in which an owner whose process kept its identity is handed out
+        again as it was, and only the others and this call's turn are confirmed."""
+        self._calls += 1
+        turn, every = self._calls % self._recheck_every, self._recheck_every
+        names = self._names
+        previous = self._owners
+        identities = {pid: names.identity(pid) for pid in self._identities}
+        steady = {
+            pid
+            for pid, identity in identities.items()
+            if identity is not None and identity == self._identities[pid]
+        }
+        owners: dict[int, Owner] = {}
+        confirm: dict[int, tuple[int, int]] = {}
+        missing: set[int] = set()
+        for inode in wanted:
+            owner = previous.get(inode)
+            if owner is None:
+                missing.add(inode)
+            elif owner.pid in steady and inode % every != turn:
+                owners[inode] = owner
+            else:
+                confirm[inode] = (owner.pid, owner.fd)
+        located = self._confirm(confirm)
+        missing.update(inode for inode in confirm if inode not in located)
+        now = self._clock()
+        unresolved = {inode: seen for inode, seen in self._unresolved.items() if inode in missing}
+        if any(
+            now - unresolved.get(inode, -float("inf")) >= self._negative_ttl for inode in missing
+        ):
+            self.scans += 1
+            found = self._scan(missing)
+            located.update(found)
+            unresolved = {inode: now for inode in missing if inode not in found}
+        self._unresolved = unresolved
+        # Confirmed and newly found owners: their process may have been renamed or be new.
+        for inode, (pid, fd) in located.items():
+            if pid not in identities:
+                identities[pid] = names.identity(pid)
+            name = names.name_for(pid, identities[pid])
+            owner = previous.get(inode)
+            if owner is None or owner.pid != pid or owner.fd != fd or owner.process != name:
+                owner = Owner(pid, fd, name)
+            owners[inode] = owner
+        pids = {owner.pid for owner in owners.values()}
+        self._identities = {
+            pid: identity
+            for pid in pids
+            if (identity := identities.get(pid)) is not None
+        }
+        names.retain(pids)
+        self._owners = owners
+        return owners
 
     def _trusted(
         self,

@@ -324,6 +324,19 @@ def test_a_new_process_incarnation_is_confirmed_at_once(tree: Path) -> None:
     assert owners.scans == 2
 
 
+def test_a_trusted_owner_that_renames_itself_is_renamed_at_once(tree: Path) -> None:
+    owners = OwnerMap(str(tree), recheck_every=1000)
+    assert owners.resolve({555, 558})[555].process == "worker"
+    unchanged = owners.resolve({555, 558})[558]
+    # prctl(PR_SET_NAME): same process (start time), new comm.
+    (tree / "100" / "stat").write_text(
+        (tree / "100" / "stat").read_text().replace("(worker)", "(renamed)"))
+    found = owners.resolve({555, 558})
+    assert found[555] == Owner(100, 3, "renamed")
+    assert found[558] is unchanged  # the other process's owner is handed out as it was
+    assert owners.resolve({555})[555].process == "renamed"
+
+
 def test_a_moved_descriptor_is_found_within_one_round_of_turns(tree: Path) -> None:
     owners = OwnerMap(str(tree), recheck_every=4)
     assert owners.resolve({555}) == {555: Owner(100, 3, "worker")}
