@@ -309,7 +309,7 @@ def needs_fresh_read(
     if age >= interval:
         return "interval elapsed"
     live = [s for s in sockets if not s.gone and s.state is TcpState.ESTABLISHED]
-    if any(connection_key(s) not in known_at_read for s in live):
+    if not known_at_read.issuperset([(s.local, s.remote) for s in live]):
         # The last read cannot know this connection: without a read it would look phantom.
         return "new connection"
     timeout = server.wait_timeout

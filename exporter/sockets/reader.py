@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -83,7 +83,13 @@ class SocketReader:
             proc_root, clock=clock, recheck_every=READER_RECHECK_EVERY
         )
         self._dump = netlink_dump
-        self._memory: dict[int, _Remembered] = {}
+        # The last read: its sockets with owners, those owners, and when it was made. A
+        # socket is remembered (for the "gone" check) only once it leaves the table, so
+        # that a read does not store anything per socket that is still there.
+        self._last: list[Socket] = []
+        self._last_owners: Mapping[int, Owner] = {}
+        self._last_at = 0.0
+        self._gone: dict[int, _Remembered] = {}
 
     def _list(self) -> tuple[list[KernelSocket], str]:
         if self._use_netlink:
@@ -113,10 +119,11 @@ class SocketReader:
         now = self._clock()
         sockets: list[Socket] = []
         append = sockets.append
-        remembered = self._memory
         owner_of = owners.get
         new_socket = tuple.__new__  # Socket(...) without its Python-level __new__
         unknown = (None, UNKNOWN_PROCESS, False)
+        owned: list[Socket] = []
+        keep = owned.append
         # Runs once per socket: a Socket is the kernel row plus (pid, process, gone).
         for row in rows:
             owner = owner_of(row.inode)
@@ -124,15 +131,22 @@ class SocketReader:
                 append(new_socket(Socket, row + unknown))
             else:
                 current = new_socket(Socket, (*row, owner.pid, owner.process, False))
-                remembered[row.inode] = (current, owner, now)
                 append(current)
-        # Sockets that left the kernel's table: only these need a readlink each.
-        for inode in [inode for inode in remembered if inode not in present]:
-            memory = remembered[inode]
-            if self._owners.still_holds(memory[1], inode):
-                sockets.append(_gone(memory, now))
+                keep(current)
+        # Sockets that have just left the kernel's table while owned: remembered now.
+        last_owners, gone = self._last_owners, self._gone
+        for last in self._last:
+            inode = last.inode
+            if inode not in present and inode not in gone:
+                gone[inode] = (last, last_owners[inode], self._last_at)
+        self._last, self._last_owners, self._last_at = owned, owners, now
+        # Only these need a readlink each: is the descriptor still held?
+        for inode in list(gone):
+            memory = gone[inode]
+            if inode in present or not self._owners.still_holds(memory[1], inode):
+                del gone[inode]  # back in the table (a reused inode), or closed
             else:
-                del remembered[inode]
+                sockets.append(_gone(memory, now))
         finished = time.perf_counter()
         return SocketReading(
             sockets=tuple(sockets),
