@@ -206,7 +206,9 @@ def _bulk_shape(length: int, layout: _Layout) -> _Bulk:
 # A socket's fields but its idle time, as the bulk path builds them: local, remote, state,
 # inode, uid, keepalive; None for a socket that is skipped (another family or state).
 _Static = tuple[Endpoint, Endpoint, TcpState, int, int, bool] | None
-_StaticKey = tuple[bytes, bytes]
+# A bulk record up to its last attribute header: length, type, the two static parts, the
+# attribute headers.
+_StaticKey = tuple[Any, ...]
 
 
 class _Parser:
@@ -215,8 +217,8 @@ class _Parser:
     the bulk path, each socket's unchanging fields from the last dump (``known``)."""
 
     def __init__(self, known: dict[_StaticKey, _Static] | None = None) -> None:
-        self._known: dict[_StaticKey, _Static] = known if known is not None else {}
-        self.seen: dict[_StaticKey, _Static] = {}
+        # Shared by the dumps of one reader; dump_tcp bounds its size.
+        self.known: dict[_StaticKey, _Static] = known if known is not None else {}
         self._bulks: dict[int, _Bulk] = {}
         self._ips: dict[tuple[int, bytes], str] = {}
         self._remotes: dict[tuple[int, bytes, int], Endpoint] = {}
@@ -287,24 +289,31 @@ class _Parser:
             if layout is None:
                 return None  # learnt from this datagram, used from the next one
             shape = self._bulks[length] = _bulk_shape(length, layout)
-        expected, headers_end = shape.expected, 4 + len(shape.expected)
-        known, seen, unknown = self._known, self.seen, _UNKNOWN
+        headers_end = 4 + len(shape.expected)
+        times = shape.times
+        known, unknown = self.known, _UNKNOWN
+        lookup = known.get
         new = _new_tuple
         sockets: list[KernelSocket] = []
         append = sockets.append
         for record in shape.records(view):
-            if record[0] != length or record[1] != kind or record[4:headers_end] != expected:
-                return None
-            key = (record[2], record[3])
-            static = known.get(key, unknown)
+            # The key holds every byte the socket's fields come from, and the message's
+            # length, type and attribute headers too: a socket found under it was checked.
+            key = record[:headers_end]
+            static = lookup(key, unknown)
             if static is unknown:
-                static = self._static(*key)
-            seen[key] = static
+                if (record[0] != length or record[1] != kind
+                        or record[4:headers_end] != shape.expected):
+                    return None
+                static = known[key] = self._static(record[2], record[3])
             if static is None:
                 continue
             local, remote, tcp_state, inode, uid, keepalive = static
-            sent, received = record[headers_end:] if shape.times else (None, None)
-            idle = None if sent is None else float(min(sent, received)) / 1000.0
+            if times:
+                sent, received = record[-2], record[-1]
+                idle: float | None = (sent if sent < received else received) / 1000.0
+            else:
+                idle = None
             append(new(KernelSocket, (local, remote, tcp_state, inode, uid, idle, keepalive)))
         return sockets
 
@@ -466,8 +475,8 @@ def dump_tcp(
             error.errno or errno_codes.EPROTONOSUPPORT,
             f"cannot open a NETLINK_SOCK_DIAG socket: {error.strerror}",
         ) from error
-    global _last_dump
-    parser = _Parser(_last_dump)
+    global _known
+    parser = _Parser(_known)
     with channel:
         sockets: list[KernelSocket] = []
         for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
@@ -479,11 +488,12 @@ def dump_tcp(
                 raise
             except OSError as error:  # from send/recv themselves
                 raise _classify(error, "sock_diag") from error
-        # Only this dump's sockets are remembered: memory follows the sockets. The values
-        # are immutable and keyed by every byte they come from, so a dump running beside
-        # another (not the engine's way) can only lose hits, never get a wrong row.
-        _last_dump = parser.seen
+        # Remembered sockets are forgotten all at once when they outnumber those of this
+        # dump twice over: memory follows the sockets without a store per socket per dump.
+        # The values are immutable and keyed by every byte they come from, so a dump
+        # running beside another (not the engine's way) can never get a wrong row.
+        _known = parser.known if len(parser.known) <= 2 * len(sockets) + 1024 else {}
         return sockets
 
 
-_last_dump: dict[_StaticKey, _Static] = {}
+_known: dict[_StaticKey, _Static] = {}

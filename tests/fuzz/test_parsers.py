@@ -217,8 +217,7 @@ def test_netlink_bulk_parse_of_a_dump_equals_the_message_by_message_parse(
 ) -> None:
     parser = netlink._Parser()
     for _ in range(1 + repeat):  # again: the sockets are remembered from the last time
-        seen = parser.seen
-        parser = netlink._Parser(seen)
+        parser = netlink._Parser(parser.known)
         for data, expected in dump:
             assert netlink.parse_messages(data, parser) == (expected, False)
     assert parser._bulks  # the second datagram on was parsed in bulk
