@@ -6,9 +6,10 @@ to decode, column by column. The same rows joined by the server into one string
 whole fetch at 10,000 sessions (benchmarks/README.md). The same statement also carries the
 global timeouts, so a read is one statement instead of two.
 
-Fields are separated by ASCII unit separators and rows by record separators. User and
-database names may contain those characters too, so the statement also counts its rows:
-a text whose row or field count does not match (such a name), or that is as long as
+Fields are separated by ASCII unit separators; a row's idle time from its other fields,
+and rows from each other, by record separators. User and database names may contain
+those characters too, so the statement also counts its rows: a text whose row or field
+count does not match (such a name), or that is as long as
 ``group_concat_max_len`` (which the connection raises to 1 GiB; the server would have cut
 it), is refused (``None``) and the caller reads the same rows one by one. A database name
 is sent with a leading ``=`` so that NULL (no database) and an empty name differ.
@@ -29,15 +30,19 @@ RECORD = "\x1e"  # ASCII record separator
 # is at most 1 GiB); set once per connection, at connect time.
 GROUP_CONCAT_MAX_LEN = 1 << 30
 
-# The fields in this order: the idle times last, so that the rest of a row, the same from
-# read to read while a session lives, can be looked up instead of parsed again.
+# Each row packs as its idle time in milliseconds, then its other fields: the same from
+# read to read while a session lives, so they are looked up rather than parsed again.
+# Rows are joined by the same separator as the idle time and the fields, so one split
+# of the text (in C) gives idle time, fields, idle time, fields, ... and slicing gives
+# the idle times apart, for one map(float) (in C too).
 _STATIC = ("id", "user", "host", "db", "command", "ip", "port", "wait_timeout")
-_LAYOUT = (*_STATIC, "time", "time_ms")
 _ALIAS = dict(zip(sources.COLUMNS, sources.ALIASES, strict=True))
+_IDLE_MS = f"IFNULL(COALESCE({_ALIAS['time_ms']}, {_ALIAS['time']} * 1000), '')"
 _FIELDS = f", '{FIELD}', ".join(
     f"IFNULL(CONCAT('=', {_ALIAS[name]}), '')" if name == "db" else f"IFNULL({_ALIAS[name]}, '')"
-    for name in _LAYOUT
+    for name in _STATIC
 )
+_ROW = f"{_IDLE_MS}, '{RECORD}', {_FIELDS}"
 
 # What a row's static part says: the Session fields but the idle time, or None for a row
 # that needs the general conversion.
@@ -52,14 +57,15 @@ def compact_query(
     caps: Capabilities | None = None,
 ) -> Query:
     """The whole read as one statement: global ``wait_timeout``, ``interactive_timeout``,
-    the number of sessions, the session's ``group_concat_max_len`` and the sessions packed
-    into one text (NULL when none): ``unpack``'s arguments in order from the third."""
+    the number of sessions, the session's ``group_concat_max_len``, and the sessions
+    packed into one text (NULL when there is none): ``unpack``'s arguments in order from
+    the third."""
     prefix, inner = sources.processlist_select(source, client_ips, flavor=flavor, caps=caps)
     # Only constant text is joined here; the client addresses stay parameters.
     sql = (
         f"{prefix}SELECT @@global.wait_timeout, @@global.interactive_timeout,"  # noqa: S608
         f" COUNT(*), @@session.group_concat_max_len,"
-        f" GROUP_CONCAT({_FIELDS} SEPARATOR '{RECORD}') FROM ({inner.sql}) AS processlist"
+        f" GROUP_CONCAT({_ROW} SEPARATOR '{RECORD}') FROM ({inner.sql}) AS processlist"
     )
     return Query(sql, inner.args)
 
@@ -72,57 +78,75 @@ class Unpacker:
     def __init__(self) -> None:
         self._known: dict[str, _Static] = {}
 
-    def unpack(
-        self, count: object, limit: object, packed: object
-    ) -> list[Session | None] | None:
+    def unpack(self, count: object, limit: object, packed: object) -> list[Session | None] | None:
         """The sessions in ``packed`` (None entries for rows without a usable id), or None
-        when the text cannot be trusted: its row count differs from ``count``, a row has
-        the wrong number of fields, or it is as long as ``limit`` (group_concat_max_len,
-        in bytes), so the server may have cut it short within the last row."""
+        when the text cannot be trusted: it does not hold ``count`` rows, a row has the
+        wrong number of fields, or it is as long as ``limit`` (group_concat_max_len, in
+        bytes), so the server may have cut it short."""
         if type(count) is not int or count < 0:
             return None
-        if packed is None or packed == "" or packed == b"":
-            return [] if count == 0 else None
-        if isinstance(packed, bytes | bytearray):
-            packed = bytes(packed).decode("utf-8", errors="replace")
-        if not isinstance(packed, str) or _maybe_cut(packed, limit):
+        parts = _records(packed, limit)
+        # A separator inside a name adds a part: any such name shows in the count.
+        if parts is None or len(parts) != 2 * count:
             return None
-        records = packed.split(RECORD)
-        if len(records) != count:
-            return None
-        known, seen = self._known, {}
+        times, statics = parts[0::2], parts[1::2]
+        known = self._known
+        if len(known) > 2 * count + 1024:  # forget sessions long gone, all at once
+            known = self._known = {}
+        lookup = known.get
         sessions: list[Session | None] = []
         append = sessions.append
         new_session = tuple.__new__  # Session(...) without its Python-level __new__
-        for record in records:
-            parts = record.rsplit(FIELD, 2)
-            if len(parts) != 3:
-                return None
-            static_text, time_s, time_ms = parts
-            static = known.get(static_text, _UNKNOWN)
-            if static is _UNKNOWN:
+        unknown = _UNKNOWN
+        for static_text, idle in zip(statics, _milliseconds(times), strict=True):
+            static = lookup(static_text, unknown)
+            if static is unknown:
                 fields = static_text.split(FIELD)
                 if len(fields) != len(_STATIC):
                     return None
-                static = _static(fields)
-            seen[static_text] = static
-            try:
-                idle = float(time_ms) / 1000.0 if time_ms else float(time_s) if time_s else 0.0
-            except ValueError:
-                idle = _NAN
-            if static is None or idle != idle or idle in (_INF, -_INF):
-                append(_typed(static_text.split(FIELD), time_s, time_ms))
+                static = known[static_text] = _static(fields)
+            if static is None:
+                append(_typed(static_text.split(FIELD), idle))
                 continue
             session_id, client, user, db, command, timeout = static
+            # No idle time (NULL) reads as 0, as in the row conversion.
             append(new_session(Session, (session_id, client, user, db, command,
-                                         idle if idle > 0.0 else 0.0, timeout)))
-        self._known = seen  # only the last read's rows: memory follows the sessions
+                                         idle if idle is not None and idle > 0.0 else 0.0,
+                                         timeout)))
         return sessions
 
 
 def unpack(count: object, limit: object, packed: object) -> list[Session | None] | None:
     """``Unpacker.unpack`` without memory between reads."""
     return Unpacker().unpack(count, limit, packed)
+
+
+def _records(packed: object, limit: object) -> list[str] | None:
+    """A packed text's parts ([] for NULL: no row), or None when it cannot be trusted."""
+    if packed is None:
+        return []
+    if isinstance(packed, bytes | bytearray):
+        packed = bytes(packed).decode("utf-8", errors="replace")
+    if not isinstance(packed, str) or _maybe_cut(packed, limit):
+        return None
+    return packed.split(RECORD)
+
+
+def _milliseconds(texts: list[str]) -> list[float] | list[float | None]:
+    """Idle seconds from millisecond texts; None for an empty or unusable one."""
+    try:
+        seconds = [ms / 1000.0 for ms in map(float, texts)]  # in C, but for the division
+    except ValueError:  # an empty text (no idle time known), or not a number
+        return [_seconds(text) for text in texts]
+    total = sum(seconds)  # infinite or NaN when any value is, and then only
+    if total - total == 0.0:
+        return seconds
+    return [_seconds(text) for text in texts]
+
+
+def _seconds(text: str) -> float | None:
+    milliseconds = sources.seconds_or_none(text) if text else None
+    return None if milliseconds is None else milliseconds / 1000.0
 
 
 def _maybe_cut(packed: str, limit: object) -> bool:
@@ -154,15 +178,14 @@ def _static(fields: Sequence[str]) -> _Static:
     )
 
 
-_INF = float("inf")
-_NAN = float("nan")
 _UNKNOWN: _Static = (-1, None, "", None, "", None)  # a sentinel for "not seen before"
 
 
-def _typed(static: Sequence[str], time_s: str, time_ms: str) -> Session | None:
+def _typed(static: Sequence[str], idle: float | None) -> Session | None:
     """The odd row: the general conversion, with '' read back as NULL."""
-    by_name = dict(zip(_LAYOUT, (*static, time_s, time_ms), strict=True))
-    values: list[object] = [by_name[name] or None for name in sources.COLUMNS]
+    by_name = dict(zip(_STATIC, static, strict=True))
+    values: list[object] = [by_name.get(name) or None for name in sources.COLUMNS]
     db = by_name["db"]
     values[sources.COLUMNS.index("db")] = db[1:] if db else None
+    values[sources.COLUMNS.index("time")] = idle  # seconds, or None
     return sources.row_to_session(tuple(values))

@@ -84,8 +84,8 @@ class Fleet:
     def sessions_selected_by(self, read: Read) -> int:
         """Sessions the recorded statement selects when run again now (as root: the
         sidecar's own connection included), from the packed read's count column."""
-        ((_wait, _interactive, count, _limit, _packed),) = self.db.execute(read.sql)
-        return int(count)
+        (row,) = self.db.execute(read.sql)
+        return int(row[2])  # wait_timeout, interactive_timeout, COUNT(*), ...
 
     def reads_from(self, ip: str) -> list[Read]:
         return [r for r in self.server_reads() if r.client_ip == ip]

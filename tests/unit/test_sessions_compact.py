@@ -14,7 +14,7 @@ from exporter.sessions import compact, sources
 from exporter.sessions.compact import FIELD, RECORD, Unpacker, compact_query, unpack
 from exporter.sessions.sources import COLUMNS, Capabilities, Source, row_to_session
 
-LAYOUT = ("id", "user", "host", "db", "command", "ip", "port", "wait_timeout", "time", "time_ms")
+STATIC = ("id", "user", "host", "db", "command", "ip", "port", "wait_timeout")
 
 
 def server_text(value: object) -> str:
@@ -29,21 +29,25 @@ LIMIT = compact.GROUP_CONCAT_MAX_LEN
 
 def pack(rows: list[tuple[object, ...]]) -> tuple[int, int, str | None]:
     """Rows in COLUMNS order as compact_query's last three columns would send them."""
-    records = []
+    packed = []
     for row in rows:
         by_name = dict(zip(COLUMNS, row, strict=True))
         fields = []
-        for name in LAYOUT:
+        for name in STATIC:
             value = by_name[name]
             text = server_text(value)
             fields.append(("=" + text) if name == "db" and value is not None else text)
-        records.append(FIELD.join(fields))
-    return len(rows), LIMIT, (RECORD.join(records) if rows else None)
+        # COALESCE(TIME_MS, TIME * 1000), then the other fields.
+        time_s, time_ms = by_name["time"], by_name["time_ms"]
+        idle = server_text(time_ms if time_ms is not None else
+                           None if time_s is None else time_s * 1000)  # type: ignore[operator]
+        packed.append(idle + RECORD + FIELD.join(fields))
+    return len(rows), LIMIT, (RECORD.join(packed) if rows else None)
 
 
 def test_layout_matches_the_module() -> None:
-    assert compact._LAYOUT == LAYOUT
-    assert sorted(LAYOUT) == sorted(COLUMNS)
+    assert compact._STATIC == STATIC
+    assert sorted((*STATIC, "time", "time_ms")) == sorted(COLUMNS)
 
 
 @pytest.mark.parametrize("source", list(Source))
@@ -61,10 +65,12 @@ def test_query_is_one_statement_around_the_row_query(
     assert f"FROM ({inner.sql}) AS processlist" in sql
     assert query.args == inner.args
     assert len(re.findall(r"%s", sql)) == len(query.args)
-    assert f"SEPARATOR '{RECORD}'" in sql
+    assert sql.count(f"SEPARATOR '{RECORD}'") == 1
     # NULL in any column would drop the whole row from GROUP_CONCAT: every field is wrapped.
     inside = sql.split("GROUP_CONCAT(", 1)[1].split(" SEPARATOR", 1)[0]
-    assert inside.count("IFNULL(") == len(COLUMNS)
+    idle, fields = inside.split(f", '{RECORD}', ")
+    assert idle == "IFNULL(COALESCE(p_time_ms, p_time * 1000), '')"
+    assert fields.count("IFNULL(") == len(STATIC)
 
 
 def test_unpacks_fixture_rows_like_the_row_conversion() -> None:
@@ -88,8 +94,8 @@ def test_unpacks_fixture_rows_like_the_row_conversion() -> None:
 
 
 def test_no_sessions() -> None:
-    assert unpack(0, LIMIT, None) == []
-    assert unpack(0, LIMIT, "") == []
+    assert unpack(0, LIMIT, None) == []  # GROUP_CONCAT of no row is NULL
+    assert unpack(0, LIMIT, "") is None  # "" is one part of a row
     assert unpack(1, LIMIT, None) is None  # GROUP_CONCAT gave up: not "no sessions"
 
 
@@ -112,16 +118,17 @@ def test_untrustworthy_text_is_refused(mangle: object) -> None:
 
 def test_text_the_server_may_have_cut_is_refused() -> None:
     rows = [(i, "app", f"127.0.0.1:{1000 + i}", None, "Sleep", None, Decimal("12345.678"),
-             None, None, None) for i in range(1, 4)]
+             None, None, "28800") for i in range(1, 4)]
     count, limit, packed = pack(rows)
     assert packed is not None
-    assert unpack(count, limit, packed[: packed.rindex(RECORD)]) is None  # a row short
+    assert unpack(count, limit, packed) == [row_to_session(r) for r in rows]
+    assert unpack(count, limit, packed[: packed.rindex(RECORD)]) is None  # half a row short
     assert unpack(count + 1, limit, packed) is None
     assert unpack("3", limit, packed) is None  # a count that is not an int
-    # Cut inside the last row's idle time: every row and field is there, but the text is
-    # as long as group_concat_max_len allows, so it may be cut short.
-    cut = packed[:-4]
-    assert len(cut.split(RECORD)) == count and cut.count(FIELD) == packed.count(FIELD)
+    # Cut inside the last row: every row and field is there, but the text is as long as
+    # group_concat_max_len allows, so it may be cut short.
+    cut = packed[:-2]  # wait_timeout "28800" -> "288"
+    assert len(cut.split(RECORD)) == 2 * count and cut.count(FIELD) == packed.count(FIELD)
     assert unpack(count, len(cut.encode()), cut) is None
     assert unpack(count, None, packed) is None  # no limit known
     # Within the limit by more than a character: trusted.
@@ -136,19 +143,22 @@ def test_bytes_are_decoded() -> None:
     assert unpack(count, limit, packed.encode()) == [row_to_session(rows[0])]
 
 
-def test_unpacker_remembers_only_the_last_read() -> None:
+def test_unpacker_remembers_sessions_and_forgets_them_in_bulk() -> None:
     unpacker = Unpacker()
     first = [(i, "app", f"127.0.0.1:{1000 + i}", None, "Sleep", None, Decimal("1.000"), None,
-              None, None) for i in range(1, 101)]
+              None, None) for i in range(1, 2001)]
     assert unpacker.unpack(*pack(first)) == [row_to_session(r) for r in first]
-    assert len(unpacker._known) == 100
+    assert len(unpacker._known) == 2000
     # Later: the same sessions, idle longer, and one new; the rest have closed.
     later = [(*row[:6], Decimal("9500.000"), *row[7:]) for row in first[:3]]
-    later.append((500, "app", "127.0.0.1:5000", "x", "Query", None, Decimal("0.001"), None,
+    later.append((5000, "app", "127.0.0.1:5000", "x", "Query", None, Decimal("0.001"), None,
                   None, None))
     got = unpacker.unpack(*pack(later))
     assert got == [row_to_session(r) for r in later]
     assert got is not None and got[0] is not None and got[0].idle_seconds == 9.5
+    # 2,000 remembered for 4 sessions: forgotten at once, only this read's are kept.
+    assert len(unpacker._known) == 4
+    assert unpacker.unpack(*pack(later)) == got
     assert len(unpacker._known) == 4
 
 
@@ -200,7 +210,7 @@ def test_unpacking_equals_row_conversion(rows: list[tuple[object, ...]], reads: 
     packed=st.one_of(
         st.none(),
         st.binary(max_size=80),
-        st.text(alphabet=st.sampled_from(f"{FIELD}{RECORD}0123456789.:=ab-\u00e9\udcff "),
+        st.text(alphabet=st.sampled_from(f"{FIELD}{RECORD}0123456789.:=ab-\u00e9\udcffenaif "),
                 max_size=120),
     ),
 )
