@@ -1,0 +1,57 @@
+"""The scale benchmark at 200 sessions, so that benchmarks/scale.py keeps working.
+
+Timings are not checked here (the machines are shared and noisy; the numbers live in
+benchmarks/README.md), only that every part of the benchmark runs and measures what it
+says: both exporters and mysqld_exporter answer, the floor is timed, and the counts that
+do not depend on speed hold.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.scale import MYSQLD_EXPORTER
+
+pytestmark = [pytest.mark.mariadb, pytest.mark.timeout(300)]
+
+REPO = Path(__file__).resolve().parents[2]
+SESSIONS = 200
+
+
+def test_scale_benchmark_at_200_sessions(tmp_path: Path) -> None:
+    for tool in (MYSQLD_EXPORTER, "ss", "mariadb"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is missing: scripts/setup installs it", pytrace=False)
+    out = tmp_path / "scale.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scale", f"--sessions={SESSIONS}", "--rounds=2",
+         "--unrelated=200", "--rss-scrapes=20", "--query-scrapes=3", "--concurrent=10",
+         "--settle=0.2", f"--out={out}"],
+        cwd=REPO, capture_output=True, text=True, timeout=280, check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    (level,) = result["runs"][0]["levels"]
+    assert level["sessions"] == SESSIONS
+    # Every contender was timed in every round, the floor's two commands included.
+    for name in ("scrape_interval_0", "scrape_cached_default_interval", "floor_ss",
+                 "floor_mariadb_cli", "floor", "mysqld_exporter", "phase_total"):
+        assert level["median_ms"][name] > 0, name
+    assert level["median_ratio"]["scrape_over_floor"] > 0
+    # The exporter saw the holders' sessions idle and the busy ones active.
+    states = level["sessions_by_state"]
+    assert states["idle"] >= SESSIONS and states["active"] >= 1, states
+    assert states["phantom"] == states["unmatched"] == 0, states
+    # Counts that do not depend on the machine's speed.
+    assert level["queries_per_scrape"]["interval_0"]["Questions"] <= 2
+    assert level["queries_per_scrape"]["default_interval"]["Questions"] == 0
+    assert level["series"]["exporter_per_session"] <= 20
+    assert level["concurrent"]["ok"] == 10 and level["concurrent"]["collections"] == 1
+    assert len(level["rss_over_scrapes"]) >= 2 and level["rss_mib"]["exporter_steady"] > 0
+    assert f"results in {out}" in run.stderr
