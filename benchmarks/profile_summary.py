@@ -1,10 +1,11 @@
 """Where a scrape's time goes, from py-spy's raw (collapsed) stacks.
 
-    /work/venv/bin/python -m benchmarks.profile_summary benchmarks/results/profile-....txt
+    .venv/bin/python -m benchmarks.profile_summary benchmarks/results/profile-....txt
 
 Each sample is put in the phase of the exporter whose function is on its stack (the
-phases of mysql_idle_scrape_duration_seconds, plus `render` for building the /metrics
-body and `http/loop` for the rest of the event loop); within a phase, the frames with
+phases of mysql_idle_scrape_duration_seconds, plus `summary` for the per-process totals,
+`plan` for choosing a target's sockets and deciding on a read, `render` for building the
+/metrics body and `http/loop` for the rest of the event loop); within a phase, the frames with
 the most samples (inclusive) and the lines that were running (self) are listed.
 Samples of threads waiting for work (idle pool threads, the event loop's selector) are
 left out.
@@ -25,11 +26,15 @@ PHASE_MARKERS = (
     ("sockets: build", ("SocketReader.read",)),
     ("server", ("SessionReader.read",)),
     ("correlate", ("correlate (", "needs_fresh_read", "connection_key")),
+    ("summary", ("summarise (",)),
+    ("plan", ("Engine._plan", "_after_read")),
     ("render", ("render (", "SnapshotCollector", "generate_latest")),
-    ("collect: other", ("Engine._collect",)),
+    ("collect: other", ("Engine._collect", "_correlate_and_summarise")),
 )
+# Waiting, not working: idle pool threads, the event loop's selector, and a read blocked
+# in recv until the database answers (py-spy counts that thread as running).
 IDLE_LEAVES = ("select (selectors.py", "_worker (concurrent/futures/thread.py:81)",
-               "wait (threading.py", "epoll")
+               "wait (threading.py", "epoll", "readinto (socket.py")
 # Frames every stack of a thread or of the event loop has: not worth listing.
 _PLUMBING = ("threading.py", "concurrent/futures", "asyncio/", "runpy", "exporter/cli.py",
              "exporter/__main__.py", "aiohttp/", "exporter/web/app.py")
