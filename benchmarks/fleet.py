@@ -75,6 +75,9 @@ HOLDER_IPS = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
 PR_SET_NAME, PR_SET_PDEATHSIG = 15, 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+# Statements a watcher's or the fleet exporter's read sends (exporter/sessions/compact.py).
+STATEMENTS_PER_READ = 1
+
 
 class Stop(Exception):
     """SIGTERM or SIGHUP: unwind like Ctrl-C, so everything started is stopped."""
@@ -830,8 +833,9 @@ def run_sim(args: argparse.Namespace) -> dict[str, Any]:
                         if counts:
                             asks += counts[-1] - counts[0]
                     result["exporter_reads_between_scrapes"] = asks
-                # Each read is two statements (variables, processlist), whichever exporter.
-                result["server_reads"] = account["select_commands"] / 2
+                # Each read is one statement (the packed read), whichever exporter; it was
+                # two (variables, processlist) before 2026-11-30.
+                result["server_reads"] = account["select_commands"] / STATEMENTS_PER_READ
                 if ps:
                     kinds: dict[str, int] = {}
                     for row in db.execute(DIGEST_SQL):
