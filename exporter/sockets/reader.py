@@ -89,6 +89,7 @@ class SocketReader:
         self._last: list[Socket] = []
         self._last_owners: Mapping[int, Owner] = {}
         self._last_at = 0.0
+        self._last_present: set[int] = set()
         self._gone: dict[int, _Remembered] = {}
 
     def _list(self) -> tuple[list[KernelSocket], str]:
@@ -135,11 +136,14 @@ class SocketReader:
                 keep(current)
         # Sockets that have just left the kernel's table while owned: remembered now.
         last_owners, gone = self._last_owners, self._gone
-        for last in self._last:
-            inode = last.inode
-            if inode not in present and inode not in gone:
-                gone[inode] = (last, last_owners[inode], self._last_at)
+        vanished = self._last_present - present  # in C; usually empty
+        if vanished:
+            for last in self._last:
+                inode = last.inode
+                if inode in vanished and inode not in gone:
+                    gone[inode] = (last, last_owners[inode], self._last_at)
         self._last, self._last_owners, self._last_at = owned, owners, now
+        self._last_present = present
         # Only these need a readlink each: is the descriptor still held?
         for inode in list(gone):
             memory = gone[inode]
