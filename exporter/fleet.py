@@ -21,7 +21,9 @@ import urllib.request
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from exporter.addresses import is_ip
 from exporter.model import Endpoint, Flavor, ServerView, Session
+from exporter.sessions.sources import LOCALHOST_IPS
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +46,13 @@ class IndexedView:
     Built once per read, when the read is cached: a sidecar's answer then costs in
     proportion to its own sessions, not the server's total (a scan of the whole list was
     1.1 ms of CPU per answer at 10,000 sessions). Answers are exactly those of a scan that
-    keeps, in the read's order, the sessions whose client IP is one of the asked ones.
+    keeps, in the read's order, the sessions a direct read would give a watcher with the
+    asked addresses (``sources.client_wanted``): those whose client IP is asked, those
+    shown as ``localhost`` when a loopback address is asked, and those shown by host name,
+    which only a name-resolving server shows and which a sidecar matches by port.
     """
 
-    __slots__ = ("_by_ip", "view")
+    __slots__ = ("_by_ip", "_named", "view")
 
     def __init__(self, view: ServerView) -> None:
         self.view = view
@@ -61,6 +66,7 @@ class IndexedView:
             ip: (tuple(at), tuple(view.sessions[i] for i in at))
             for ip, at in positions.items()
         }
+        self._named = frozenset(ip for ip in self._by_ip if ip != "localhost" and not is_ip(ip))
 
     def answer(self, client_ips: Collection[str] | None) -> ServerView:
         """The part of the read that concerns the given client addresses (None: all)."""
@@ -68,7 +74,10 @@ class IndexedView:
             return self.view
         return _with_sessions(self.view, self._sessions_of(frozenset(client_ips)))
 
-    def _sessions_of(self, wanted: frozenset[str]) -> tuple[Session, ...]:
+    def _sessions_of(self, asked: frozenset[str]) -> tuple[Session, ...]:
+        wanted = asked | self._named
+        if LOCALHOST_IPS & asked:
+            wanted |= {"localhost"}
         found = [self._by_ip[ip] for ip in wanted if ip in self._by_ip]
         if not found:
             return ()

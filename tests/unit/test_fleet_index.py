@@ -17,7 +17,7 @@ from exporter.correlate import Settings
 from exporter.engine import Engine, WatchedTarget
 from exporter.fleet import FleetSessionSource, IndexedView, encode_view
 from exporter.model import Endpoint, Flavor, ServerView, Session
-from exporter.sessions.sources import rows_to_sessions
+from exporter.sessions.sources import client_wanted, rows_to_sessions
 from exporter.web.app import WebOptions, build_app
 from tests.unit.test_correlate import DB, sess, view
 from tests.unit.test_engine import FakeSessions, FakeSockets
@@ -25,13 +25,15 @@ from tests.unit.test_web import serve
 
 
 def scan_filter(view: ServerView, client_ips: Collection[str] | None) -> ServerView:
-    """The answer before the index (exporter.fleet.filter_view up to 2026-11-30): a walk
-    over the whole read per request."""
+    """The reference answer: a walk over the whole read per request keeping the sessions a
+    direct read would give a watcher with these addresses. A read holds host names only
+    when the server resolves names, so `names_resolved` is True for it. (Up to 2026-11-30
+    fleet answers kept only exact addresses and lost a name-resolving server's sessions.)"""
     if client_ips is None:
         return view
     wanted = frozenset(client_ips)
     sessions = tuple(
-        s for s in view.sessions if s.client is not None and s.client.ip in wanted
+        s for s in view.sessions if client_wanted(s.client, wanted, names_resolved=True)
     )
     return ServerView(
         target=view.target,
@@ -105,10 +107,11 @@ def test_several_addresses_keep_the_reads_order() -> None:
     assert index.answer(None) is read
 
 
-def test_processlist_forms_answer_as_the_scan_did() -> None:
+def test_processlist_forms_answer_as_a_direct_read_would() -> None:
     """Rows as servers show them: IPv4-mapped clients of a dual-stack server, and a
-    name-resolving server's localhost and host names. Only exact addresses are sent to a
-    sidecar (as before the index); the index changes no answer."""
+    name-resolving server's localhost and host names. A sidecar gets its exact addresses,
+    localhost when it asks for a loopback address, and every host name (it matches those
+    by port, as a direct read does)."""
     rows = [
         (1, "app", "10.0.0.9:5000", "shop", "Sleep", 10, None, None, None, None),
         (2, "app", "[::ffff:10.0.0.9]:5001", "shop", "Sleep", 10, None, None, None, None),
@@ -124,8 +127,12 @@ def test_processlist_forms_answer_as_the_scan_did() -> None:
     for client_ips in [{"10.0.0.9"}, {"127.0.0.1", "::1"}, {"localhost"}, {"app.example"},
                        {"127.0.0.1"}, {"10.0.0.9", "::1", "127.0.0.1"}, set(), None]:
         assert wire(index.answer(client_ips)) == wire(scan_filter(read, client_ips))
-    assert [s.id for s in index.answer({"10.0.0.9"}).sessions] == [1, 2, 3]
-    assert [s.id for s in index.answer({"127.0.0.1"}).sessions] == [8]
+    assert [s.id for s in index.answer({"10.0.0.9"}).sessions] == [1, 2, 3, 5]
+    assert [s.id for s in index.answer({"127.0.0.1"}).sessions] == [4, 5, 8]
+    # The direct read's own filter on the same rows gives the same sessions.
+    for client_ips in [{"10.0.0.9"}, {"127.0.0.1"}, {"::1", "10.0.0.9"}]:
+        direct = rows_to_sessions(rows, client_ips=frozenset(client_ips), names_resolved=True)
+        assert index.answer(client_ips).sessions == direct
 
 
 class CountedWalks(tuple):  # type: ignore[type-arg]
