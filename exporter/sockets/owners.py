@@ -240,17 +240,8 @@ class OwnerMap:
             located.update(self._confirm(known))
         else:
             located = self._confirm(known)
-        missing = wanted - located.keys()
-        unresolved = {inode: seen for inode, seen in self._unresolved.items() if inode in missing}
-        if any(
-            now - unresolved.get(inode, -float("inf")) >= self._negative_ttl for inode in missing
-        ):
-            self.scans += 1
-            found = self._scan(missing)
-            located.update(found)
-            unresolved = {inode: now for inode in missing if inode not in found}
+        located.update(self._search(wanted - located.keys(), now))
         self._known = located
-        self._unresolved = unresolved
         pids = {pid for pid, _fd in located.values()}
         names: dict[int, str] = {}
         confirmed: dict[int, tuple[int, str]] = {}
@@ -270,6 +261,21 @@ class OwnerMap:
             owners[inode] = owner
         self._owners = owners
         return dict(owners)
+
+    def _search(self, missing: set[int], now: float) -> dict[int, tuple[int, int]]:
+        """(pid, fd) of those inodes a full scan finds. The scan runs only when one of them
+        has not been searched for within the negative TTL; every inode it cannot find is
+        then left alone for that long, and the others are forgotten."""
+        unresolved = {inode: seen for inode, seen in self._unresolved.items() if inode in missing}
+        found: dict[int, tuple[int, int]] = {}
+        if any(
+            now - unresolved.get(inode, -float("inf")) >= self._negative_ttl for inode in missing
+        ):
+            self.scans += 1
+            found = self._scan(missing)
+            unresolved = {inode: now for inode in missing if inode not in found}
+        self._unresolved = unresolved
+        return found
 
     def _resolve_trusting(self, wanted: set[int]) -> Mapping[int, Owner]:
         """resolve() for a caller that asks only about inodes in the kernel's table: one
@@ -298,16 +304,7 @@ class OwnerMap:
                 confirm[inode] = (owner.pid, owner.fd)
         located = self._confirm(confirm)
         missing.update(inode for inode in confirm if inode not in located)
-        now = self._clock()
-        unresolved = {inode: seen for inode, seen in self._unresolved.items() if inode in missing}
-        if any(
-            now - unresolved.get(inode, -float("inf")) >= self._negative_ttl for inode in missing
-        ):
-            self.scans += 1
-            found = self._scan(missing)
-            located.update(found)
-            unresolved = {inode: now for inode in missing if inode not in found}
-        self._unresolved = unresolved
+        located.update(self._search(missing, self._clock()))
         # Confirmed and newly found owners: their process may have been renamed or be new.
         for inode, (pid, fd) in located.items():
             if pid not in identities:

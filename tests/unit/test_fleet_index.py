@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from exporter import engine as engine_module
 from exporter.correlate import Settings
 from exporter.engine import Engine, WatchedTarget
-from exporter.fleet import FleetSessionSource, IndexedView, encode_view
+from exporter.fleet import FleetSessionSource, IndexedView, _with_sessions, encode_view
 from exporter.model import Endpoint, Flavor, ServerView, Session
 from exporter.sessions.sources import client_wanted, rows_to_sessions
 from exporter.web.app import WebOptions, build_app
@@ -32,23 +32,9 @@ def scan_filter(view: ServerView, client_ips: Collection[str] | None) -> ServerV
     if client_ips is None:
         return view
     wanted = frozenset(client_ips)
-    sessions = tuple(
+    return _with_sessions(view, tuple(
         s for s in view.sessions if client_wanted(s.client, wanted, names_resolved=True)
-    )
-    return ServerView(
-        target=view.target,
-        ok=view.ok,
-        error=view.error,
-        flavor=view.flavor,
-        version=view.version,
-        source=view.source,
-        wait_timeout=view.wait_timeout,
-        interactive_timeout=view.interactive_timeout,
-        sessions=sessions,
-        full_view=view.full_view,
-        per_session_timeouts=view.per_session_timeouts,
-        read_at=view.read_at,
-    )
+    ))
 
 
 def wire(answer: ServerView) -> bytes:
