@@ -71,9 +71,10 @@ def compact_query(
 
 
 class Unpacker:
-    """Unpacks one target's packed processlists. Remembers the static part of each row of
-    the last read (about 100 bytes per session), so that a session seen before costs a
-    dictionary lookup and one float conversion. One read at a time."""
+    """Unpacks one target's packed processlists. Remembers the static part of each row it
+    has seen (about 100 bytes per session, all forgotten at once when they outnumber the
+    last read's rows twice over), so that a session seen before costs a dictionary lookup
+    and its share of one map(float). One read at a time."""
 
     def __init__(self) -> None:
         self._known: dict[str, _Static] = {}
