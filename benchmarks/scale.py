@@ -44,7 +44,9 @@ MIB = 1024 * 1024
 
 APP_USER, APP_PASSWORD = "app", "app-password"
 EXPORTER_USER, EXPORTER_PASSWORD = "idle_exporter", "exporter-password"
-PHASES = ("sockets", "owners", "server", "correlate", "total")
+# The collection's phases, and rendering the answer's body (the exporter reports the
+# previous answer's, mysql_idle_render_duration_seconds).
+PHASES = ("sockets", "owners", "server", "correlate", "total", "render")
 MYSQLD_EXPORTER = "/usr/bin/prometheus-mysqld-exporter"
 # mysqld_exporter 0.14's collectors on by default; all off, then only the processlist on.
 MYSQLD_EXPORTER_DEFAULTS = (
@@ -237,11 +239,15 @@ def metric(body: str, name: str, **labels: str) -> float | None:
 
 
 def phases(body: str) -> dict[str, float]:
-    return {
+    found = {
         labels["phase"]: value
         for name, labels, value in samples(body)
         if name == "mysql_idle_scrape_duration_seconds" and "phase" in labels
     }
+    render = metric(body, "mysql_idle_render_duration_seconds")
+    if render is not None:
+        found["render"] = render
+    return found
 
 
 def wait_http(port: int, path: str, proc: Proc, timeout: float = 30.0) -> None:
@@ -840,17 +846,18 @@ def table(result: dict[str, Any]) -> str:
                      f"at the start of each level: "
                      f"{', '.join(str(lv['loadavg_at_start'][0]) for lv in run['levels'])}\n")
         lines.append("| sessions | setup s | scrape (interval 0) | cached scrape (30s) | "
-                     "sockets | owners | server | correlate | total | floor: ss | "
+                     "sockets | owners | server | correlate | total | render | floor: ss | "
                      "floor: mariadb CLI | floor | mysqld_exporter | scrape / floor | "
                      "scrape / mysqld_exporter |")
-        lines.append("|" + "---|" * 15)
+        lines.append("|" + "---|" * 16)
         for level in run["levels"]:
             m, r = level["median_ms"], level["median_ratio"]
             lines.append("| " + " | ".join(fmt(v) for v in (
                 level["sessions"], round(level["setup_seconds"], 1),
                 m["scrape_interval_0"], m["scrape_cached_default_interval"],
                 m["phase_sockets"], m["phase_owners"], m["phase_server"], m["phase_correlate"],
-                m["phase_total"], m["floor_ss"], m["floor_mariadb_cli"], m["floor"],
+                m["phase_total"], m.get("phase_render"), m["floor_ss"],
+                m["floor_mariadb_cli"], m["floor"],
                 m["mysqld_exporter"], r["scrape_over_floor"], r["scrape_over_mysqld_exporter"],
             )) + " |")
         lines.append("\n| sessions | first scrape ms | queries/scrape (interval 0; Questions, "

@@ -88,9 +88,16 @@ _Summarised = tuple[TargetSnapshot, TargetSummary]
 class SnapshotCollector(Collector):
     """A prometheus_client collector over one immutable snapshot."""
 
-    def __init__(self, snapshot: Snapshot, *, include_build_info: bool = True) -> None:
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        *,
+        include_build_info: bool = True,
+        render_seconds: float | None = None,
+    ) -> None:
         self._snapshot = snapshot
         self._include_build_info = include_build_info
+        self._render_seconds = render_seconds
 
     def collect(self) -> Iterator[Metric]:
         for family in self._families():
@@ -275,6 +282,13 @@ class SnapshotCollector(Collector):
             for phase, seconds in sorted(phases.items()):
                 durations.add_metric([target, phase], seconds)
         yield durations
+        if self._render_seconds is not None:
+            render = GaugeMetricFamily(
+                "mysql_idle_render_duration_seconds",
+                "Seconds the previous answer took to render its body (after the collection).",
+            )
+            render.add_metric([], self._render_seconds)
+            yield render
         reads = CounterMetricFamily(
             "mysql_idle_server_reads", "Server-side reads attempted.", labels=["target"]
         )

@@ -46,6 +46,16 @@ class WebOptions:
 OPTIONS_KEY = web.AppKey("options", WebOptions)
 
 
+@dataclass
+class RenderClock:
+    """How long the last answer took to render; a body cannot hold its own rendering."""
+
+    last_seconds: float | None = None
+
+
+RENDER_KEY = web.AppKey("render", RenderClock)
+
+
 def scrape_timeout(header: str | None, options: WebOptions) -> float:
     """Seconds this scrape may take: Prometheus's timeout less the offset, else the default."""
     if header:
@@ -58,9 +68,13 @@ def scrape_timeout(header: str | None, options: WebOptions) -> float:
     return options.default_timeout
 
 
-def render(snapshot: Snapshot, accept: str | None) -> tuple[bytes, str]:
+def render(
+    snapshot: Snapshot, accept: str | None, render_seconds: float | None = None
+) -> tuple[bytes, str]:
+    """The body and its content type; ``render_seconds``: the previous answer's rendering,
+    exposed as mysql_idle_render_duration_seconds."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(snapshot))
+    registry.register(SnapshotCollector(snapshot, render_seconds=render_seconds))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
@@ -75,7 +89,10 @@ async def _scrape(request: web.Request, target: str | None) -> web.Response:
     snapshot = await engine.collect(timeout)
     if target is not None:
         snapshot = snapshot.only(target)
-    body, content_type = render(snapshot, request.headers.get("Accept"))
+    clock = request.app[RENDER_KEY]
+    started = time.perf_counter()
+    body, content_type = render(snapshot, request.headers.get("Accept"), clock.last_seconds)
+    clock.last_seconds = time.perf_counter() - started
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
@@ -194,6 +211,7 @@ def build_app(engine: Engine, options: WebOptions) -> web.Application:
     app = web.Application(middlewares=[_auth_middleware(options.config)])
     app[ENGINE_KEY] = engine
     app[OPTIONS_KEY] = options
+    app[RENDER_KEY] = RenderClock()
     app.router.add_get(options.telemetry_path, _metrics)
     app.router.add_get("/probe", _probe)
     app.router.add_get("/healthz", _healthz)

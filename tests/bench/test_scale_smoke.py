@@ -41,7 +41,8 @@ def test_scale_benchmark_at_200_sessions(tmp_path: Path) -> None:
     assert level["sessions"] == SESSIONS
     # Every contender was timed in every round, the floor's two commands included.
     for name in ("scrape_interval_0", "scrape_cached_default_interval", "floor_ss",
-                 "floor_mariadb_cli", "floor", "mysqld_exporter", "phase_total"):
+                 "floor_mariadb_cli", "floor", "mysqld_exporter", "phase_total",
+                 "phase_render"):
         assert level["median_ms"][name] > 0, name
     assert level["median_ratio"]["scrape_over_floor"] > 0
     # The exporter saw the holders' sessions idle and the busy ones active.

@@ -91,6 +91,30 @@ def test_metrics_probe_healthz_and_landing() -> None:
     assert "db:3306" in landing and "other:3306" in landing
 
 
+def test_render_duration_of_the_previous_answer() -> None:
+    async def scenario():
+        engine = make_engine()
+        runner, port = await serve(build_app(engine, WebOptions()))
+        bodies = []
+        try:
+            async with ClientSession() as client:
+                for _ in range(3):
+                    async with client.get(f"http://127.0.0.1:{port}/metrics") as r:
+                        bodies.append(await r.text())
+        finally:
+            await runner.cleanup()
+            engine.close()
+        return bodies
+
+    first, second, third = run(scenario())
+    # No answer has been rendered before the first: the gauge is absent, then present.
+    assert "mysql_idle_render_duration_seconds" not in first
+    for body in (second, third):
+        (line,) = [line for line in body.splitlines()
+                   if line.startswith("mysql_idle_render_duration_seconds ")]
+        assert 0 < float(line.split()[1]) < 5
+
+
 def test_scrape_timeout_header() -> None:
     options = WebOptions(default_timeout=10, timeout_offset=0.5)
     assert scrape_timeout(None, options) == 10
