@@ -88,10 +88,6 @@ class TargetSnapshot:
         return [item for item in self.items if item.state is state]
 
 
-# Only these states say something about a session; the others are short-lived handshake or
-# teardown states of connections the client itself is already closing.
-_CLASSIFIED_TCP_STATES = frozenset({TcpState.ESTABLISHED, TcpState.CLOSE_WAIT})
-
 
 class _SessionIndex:
     """Sessions by client endpoint, plus the name-resolved ones (host is not an IP)."""
@@ -184,6 +180,9 @@ def correlate(
                                           None)))
             continue
         if state is not established:
+            # Only ESTABLISHED and CLOSE_WAIT say something about a session; the others are
+            # short-lived handshake or teardown states of connections the client is already
+            # closing.
             continue
         key = (local, sock.remote)
         keys.append(key)
