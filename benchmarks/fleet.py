@@ -1,7 +1,7 @@
 """Fleet scale: what one database pays for many watchers.
 
-    /work/venv/bin/python -m benchmarks.fleet cost --sessions 100,1000,10000 --rounds 20
-    /work/venv/bin/python -m benchmarks.fleet sim --watchers 40 --server-sessions 10000 \\
+    .venv/bin/python -m benchmarks.fleet cost --sessions 100,1000,10000 --rounds 20
+    .venv/bin/python -m benchmarks.fleet sim --watchers 40 --server-sessions 10000 \\
         --performance-schema off
 
 `cost`: the database's own accounting (performance_schema statement digests) of one

@@ -38,6 +38,7 @@ IDLE_LEAVES = ("select (selectors.py", "_worker (concurrent/futures/thread.py:81
 # Frames every stack of a thread or of the event loop has: not worth listing.
 _PLUMBING = ("threading.py", "concurrent/futures", "asyncio/", "runpy", "exporter/cli.py",
              "exporter/__main__.py", "aiohttp/", "exporter/web/app.py")
+REPO = Path(__file__).resolve().parent.parent  # frames are shown relative to it
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<where>[^()]*)\)$")
 
 
@@ -46,7 +47,7 @@ def short(frame: str) -> str:
     if not match:
         return frame
     where = match["where"]
-    for prefix in ("/work/main/", "site-packages/"):
+    for prefix in (f"{REPO}/", "site-packages/"):
         where = where.split(prefix)[-1]
     return f"{match['func']} ({where})"
 

@@ -1,7 +1,7 @@
 """Scale benchmark: the exporter's scrape against the floor and mysqld_exporter, at
 100, 1,000 and 10,000 idle sessions held by this machine's processes.
 
-    /work/venv/bin/python -m benchmarks.scale --sessions 100,1000,10000 --rounds 7
+    .venv/bin/python -m benchmarks.scale --sessions 100,1000,10000 --rounds 7
 
 See benchmarks/README.md for what is measured and how. Everything runs on loopback
 against a throwaway MariaDB this script starts and stops; every process it starts is
