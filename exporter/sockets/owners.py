@@ -234,33 +234,12 @@ class OwnerMap:
             return self._resolve_trusting(wanted)
         now = self._clock()
         known = {inode: where for inode, where in self._known.items() if inode in wanted}
-        identities: dict[int, tuple[int, str] | None] = {}
-        if self._recheck_every > 1:
-            located, known = self._trusted(known, identities)
-            located.update(self._confirm(known))
-        else:
-            located = self._confirm(known)
+        located = self._confirm(known)
         located.update(self._search(wanted - located.keys(), now))
         self._known = located
-        pids = {pid for pid, _fd in located.values()}
-        names: dict[int, str] = {}
-        confirmed: dict[int, tuple[int, str]] = {}
-        for pid in pids:
-            identity = identities[pid] if pid in identities else self._names.identity(pid)
-            names[pid] = self._names.name_for(pid, identity)
-            if identity is not None:
-                confirmed[pid] = identity
-        self._identities = confirmed
-        self._names.retain(pids)
-        previous = self._owners
         owners: dict[int, Owner] = {}
-        for inode, (pid, fd) in located.items():
-            owner = previous.get(inode)
-            if owner is None or owner.pid != pid or owner.fd != fd or owner.process != names[pid]:
-                owner = Owner(pid, fd, names[pid])
-            owners[inode] = owner
-        self._owners = owners
-        return dict(owners)
+        self._name_owners(located, {}, owners)
+        return owners
 
     def _search(self, missing: set[int], now: float) -> dict[int, tuple[int, int]]:
         """(pid, fd) of those inodes a full scan finds. The scan runs only when one of them
@@ -306,6 +285,20 @@ class OwnerMap:
         missing.update(inode for inode in confirm if inode not in located)
         located.update(self._search(missing, self._clock()))
         # Confirmed and newly found owners: their process may have been renamed or be new.
+        self._name_owners(located, identities, owners)
+        return owners
+
+    def _name_owners(
+        self,
+        located: dict[int, tuple[int, int]],
+        identities: dict[int, tuple[int, str] | None],
+        owners: dict[int, Owner],
+    ) -> None:
+        """Adds the located inodes to ``owners`` (an Owner of the last call is handed out
+        again while its pid, fd and name are unchanged), and keeps ``owners`` and the
+        identity of every owning process for the next call. ``identities``: what
+        /proc/PID/stat has said this call, by pid; completed here."""
+        names, previous = self._names, self._owners
         for inode, (pid, fd) in located.items():
             if pid not in identities:
                 identities[pid] = names.identity(pid)
@@ -322,30 +315,3 @@ class OwnerMap:
         }
         names.retain(pids)
         self._owners = owners
-        return owners
-
-    def _trusted(
-        self,
-        known: dict[int, tuple[int, int]],
-        identities: dict[int, tuple[int, str] | None],
-    ) -> tuple[dict[int, tuple[int, int]], dict[int, tuple[int, int]]]:
-        """Split known owners into those trusted this call and those to confirm; fills
-        ``identities`` with what /proc/PID/stat says now for every pid involved."""
-        self._calls += 1
-        turn, every = self._calls % self._recheck_every, self._recheck_every
-        for pid, _fd in known.values():
-            if pid not in identities:
-                identities[pid] = self._names.identity(pid)
-        steady = {
-            pid
-            for pid, identity in identities.items()
-            if identity is not None and identity == self._identities.get(pid)
-        }
-        trusted: dict[int, tuple[int, int]] = {}
-        confirm: dict[int, tuple[int, int]] = {}
-        for inode, where in known.items():
-            if where[0] in steady and inode % every != turn:
-                trusted[inode] = where
-            else:
-                confirm[inode] = where
-        return trusted, confirm
