@@ -60,6 +60,7 @@ from typing import Any
 import pymysql
 
 from benchmarks.scale import Proc
+from exporter.deadline import Deadline
 from exporter.sessions import sources
 from exporter.sessions.credentials import Credentials
 from exporter.sessions.reader import SessionReader
@@ -319,7 +320,7 @@ def measure_variant(db: ThrowawayMariaDB, accounting: Any, variant: Variant, rou
         reader = SessionReader("bench", "127.0.0.1", db.port,
                                Credentials(EXPORTER_USER, EXPORTER_PASSWORD),
                                prefer=variant.prefer)  # type: ignore[arg-type]
-        warm = reader.read(variant.client_ips, 120)
+        warm = reader.read(variant.client_ips, Deadline.after(120))
         if not warm.ok:
             raise RuntimeError(f"{variant.name}: {warm.error}")
     else:
@@ -337,7 +338,7 @@ def measure_variant(db: ThrowawayMariaDB, accounting: Any, variant: Variant, rou
         for _ in range(rounds):
             t0 = time.perf_counter()
             if reader is not None:
-                view = reader.read(variant.client_ips, 120)
+                view = reader.read(variant.client_ips, Deadline.after(120))
                 if not view.ok:
                     raise RuntimeError(f"{variant.name}: {view.error}")
                 phases.append(view.durations.get("processlist", 0.0))
@@ -354,7 +355,7 @@ def measure_variant(db: ThrowawayMariaDB, accounting: Any, variant: Variant, rou
                 len(walls) < 5000):
             t0 = time.perf_counter()
             assert reader is not None
-            view = reader.read(variant.client_ips, 120)
+            view = reader.read(variant.client_ips, Deadline.after(120))
             if not view.ok:
                 raise RuntimeError(f"{variant.name}: {view.error}")
             phases.append(view.durations.get("processlist", 0.0))

@@ -25,11 +25,11 @@ PHASE_MARKERS = (
     ("sockets", ("SocketReader._list", "dump_tcp")),
     ("sockets: build", ("SocketReader.read",)),
     ("server", ("SessionReader.read",)),
-    ("correlate", ("correlate (", "needs_fresh_read", "connection_key")),
+    ("correlate", ("correlate (", "connection_key")),
     ("summary", ("summarise (",)),
-    ("plan", ("Engine._plan", "_after_read")),
+    ("plan", ("plan (exporter/planner", "settle (", "live_connections (")),
     ("render", ("render (", "SnapshotCollector", "generate_latest")),
-    ("collect: other", ("Engine._collect", "_correlate_and_summarise")),
+    ("collect: other", ("Engine._collect", "collect_target (")),
 )
 # Waiting, not working: idle pool threads, the event loop's selector, and a read blocked
 # in recv until the database answers (py-spy counts that thread as running).

@@ -9,19 +9,28 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from exporter import __version__
 from exporter.config import Config, UsageError, fail, parse_config
-from exporter.correlate import Settings
-from exporter.engine import Engine, SessionSource, WatchedTarget
-from exporter.fleet import FLEET_PASSWORD_ENV, FleetSessionSource
+from exporter.deadline import Clock
+from exporter.engine import Engine
+from exporter.fleet import FLEET_PASSWORD_ENV
+from exporter.fleet.server import FleetServer
 from exporter.logs import setup_logging
+from exporter.model import Settings
+from exporter.planner import ReadPolicy
+from exporter.resolver import AddressBook
 from exporter.sessions.credentials import ConfigError, load_credentials
+from exporter.sessions.fleet_client import FleetSessionSource
 from exporter.sessions.reader import SessionReader
+from exporter.sessions.source import SessionSource
 from exporter.sockets.reader import SocketReader
+from exporter.target import Target
 from exporter.web.app import WebOptions, build_app
 from exporter.web.config import WebConfig, WebConfigError, load_web_config
 
@@ -67,34 +76,60 @@ def full_gc_every(collections: int) -> Callable[[], None]:
     return after_collection
 
 
-def build_engine(
+@dataclass(frozen=True)
+class Exporter:
+    """What a running exporter is made of."""
+
+    engine: Engine
+    # --fleet.serve: the server-side facts served to sidecars.
+    fleet: FleetServer | None = None
+
+    def close(self) -> None:
+        self.engine.close()
+        if self.fleet is not None:
+            self.fleet.close()
+
+
+def build_exporter(
     config: Config,
     environ: Mapping[str, str],
     *,
     on_collected: Callable[[], None] | None = None,
-) -> Engine:
+    clock: Clock = time.monotonic,
+) -> Exporter:
     """Everything a running exporter needs, from validated flags. Raises UsageError."""
+    sources = _session_sources(config, environ)
     targets = [
-        WatchedTarget(name=t.name, host=t.host, port=t.port, sessions=source)
-        for t, source in zip(config.targets, _session_sources(config, environ), strict=True)
+        Target(name=t.name, host=t.host, port=t.port, sessions=source)
+        for t, source in zip(config.targets, sources, strict=True)
     ]
     sockets = SocketReader(
         {t.port for t in config.targets},
-        source=config.sockets_source,  # type: ignore[arg-type]
+        source=config.sockets_source,
         proc_root=config.proc_path,
+        clock=clock,
     )
     settings = Settings(
         risk_headroom=config.risk_headroom, network_idle_timeout=config.network_idle_timeout
     )
-    return Engine(
+    engine = Engine(
         targets,
         sockets,
-        settings,
-        server_interval=config.server_interval,
+        ReadPolicy(interval=config.server_interval, settings=settings),
+        addresses=AddressBook(clock=clock),
         top_sessions=config.sessions_top,
+        clock=clock,
         on_collected=on_collected,
-        fleet_fresh_interval=config.fleet_fresh_interval,
     )
+    fleet = None
+    if config.fleet_serve:
+        fleet = FleetServer(
+            {t.name: t.sessions for t in targets},
+            clock=clock,
+            interval=config.server_interval,
+            fresh_interval=config.fleet_fresh_interval,
+        )
+    return Exporter(engine, fleet)
 
 
 def _session_sources(config: Config, environ: Mapping[str, str]) -> list[SessionSource]:
@@ -109,8 +144,7 @@ def _session_sources(config: Config, environ: Mapping[str, str]) -> list[Session
     except ConfigError as error:
         raise UsageError(str(error)) from None
     return [
-        SessionReader(t.name, t.host, t.port, credentials,
-                      prefer=config.server_source)  # type: ignore[arg-type]
+        SessionReader(t.name, t.host, t.port, credentials, prefer=config.server_source)
         for t in config.targets
     ]
 
@@ -127,14 +161,13 @@ def web_options(config: Config) -> WebOptions:
         default_timeout=config.scrape_timeout,
         timeout_offset=config.timeout_offset,
         config=web_config,
-        fleet=config.fleet_serve,
     )
 
 
-async def serve(engine: Engine, options: WebOptions, host: str, port: int,
+async def serve(exporter: Exporter, options: WebOptions, host: str, port: int,
                 ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
     """Serve until `stop` is set (or SIGINT/SIGTERM when run from the command line)."""
-    app = build_app(engine, options)
+    app = build_app(exporter.engine, options, exporter.fleet)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host or None, port, ssl_context=options.config.ssl_context,
@@ -158,7 +191,7 @@ async def serve(engine: Engine, options: WebOptions, host: str, port: int,
     finally:
         log.info("shutting down")
         await runner.cleanup()
-        engine.close()
+        exporter.close()
 
 
 def run(argv: Sequence[str]) -> int:
@@ -166,15 +199,16 @@ def run(argv: Sequence[str]) -> int:
         config = parse_config(argv)
         setup_logging(config.log_level, config.log_format)
         options = web_options(config)
-        engine = build_engine(config, os.environ, on_collected=full_gc_every(GC_FULL_EVERY))
+        exporter = build_exporter(config, os.environ, on_collected=full_gc_every(GC_FULL_EVERY))
     except UsageError as error:
         fail(str(error))
     log.info(
-        "mysql-idle-exporter %s watching %s", __version__, ", ".join(engine.target_names)
+        "mysql-idle-exporter %s watching %s", __version__,
+        ", ".join(exporter.engine.target_names),
     )
     tune_gc()
     try:
-        asyncio.run(serve(engine, options, config.listen_host, config.listen_port))
+        asyncio.run(serve(exporter, options, config.listen_host, config.listen_port))
     except UsageError as error:
         fail(str(error))
     return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import platform
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -16,53 +15,12 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.correlate import TargetSnapshot
-from exporter.model import ALL_STATES
-from exporter.summary import TargetSummary, summarise, utf8_label
-
-__all__ = ["IDLE_BUCKETS", "Snapshot", "SnapshotCollector", "TargetCounters", "utf8_label"]
+from exporter.model import ALL_STATES, Snapshot, TargetReport, TargetSnapshot, TargetSummary
+from exporter.summary import utf8_label
 
 IDLE_BUCKETS: tuple[float, ...] = (
     1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class TargetCounters:
-    """Monotonic per-target counts kept by the engine."""
-
-    reads: int = 0
-    read_errors: int = 0
-    queries: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """Everything one collection produced: what a scrape renders."""
-
-    targets: tuple[TargetSnapshot, ...]
-    # Per target, seconds per phase ("sockets", "owners", "server", "correlate", "total").
-    durations: dict[str, dict[str, float]] = field(default_factory=dict)
-    counters: dict[str, TargetCounters] = field(default_factory=dict)
-    collections: int = 0
-    top_sessions: int = 20
-    # Per target, summarise(target, top_sessions), made where the collection ran so that
-    # rendering (on the event loop, once per scrape) does not walk every item again.
-    summaries: dict[str, TargetSummary] = field(default_factory=dict)
-
-    def only(self, target: str) -> Snapshot:
-        return Snapshot(
-            targets=tuple(t for t in self.targets if t.target == target),
-            durations={k: v for k, v in self.durations.items() if k == target},
-            counters={k: v for k, v in self.counters.items() if k == target},
-            collections=self.collections,
-            top_sessions=self.top_sessions,
-            summaries={k: v for k, v in self.summaries.items() if k == target},
-        )
-
-    def summary(self, target: TargetSnapshot) -> TargetSummary:
-        made = self.summaries.get(target.target)
-        return made if made is not None else summarise(target, self.top_sessions)
 
 
 def histogram_buckets(values: Iterable[float]) -> tuple[list[tuple[str, float]], float]:
@@ -107,15 +65,16 @@ class SnapshotCollector(Collector):
             yield family
 
     def _families(self) -> Iterator[Metric]:
-        targets = self._snapshot.targets
-        summaries = [(t, self._snapshot.summary(t)) for t in targets]
+        reports = self._snapshot.reports
+        targets = [r.snapshot for r in reports]
+        summaries = [(r.snapshot, r.summary) for r in reports]
         yield from self._up(targets)
         yield from self._server(targets)
         yield from self._sessions(summaries)
         yield from self._headroom(summaries)
         yield from self._histograms(summaries)
         yield from self._drops(summaries)
-        yield from self._self_metrics(targets)
+        yield from self._self_metrics(reports)
 
     def _up(self, targets: Sequence[TargetSnapshot]) -> Iterator[Metric]:
         up = GaugeMetricFamily(
@@ -272,15 +231,15 @@ class SnapshotCollector(Collector):
                 drops.add_metric([t.target, process], float(totals[process]))
         yield drops
 
-    def _self_metrics(self, targets: Sequence[TargetSnapshot]) -> Iterator[Metric]:
+    def _self_metrics(self, reports: Sequence[TargetReport]) -> Iterator[Metric]:
         durations = GaugeMetricFamily(
             "mysql_idle_scrape_duration_seconds",
             "Seconds spent per phase of the last collection.",
             labels=["target", "phase"],
         )
-        for target, phases in sorted(self._snapshot.durations.items()):
-            for phase, seconds in sorted(phases.items()):
-                durations.add_metric([target, phase], seconds)
+        for report in sorted(reports, key=lambda r: r.snapshot.target):
+            for phase, seconds in sorted(report.durations.items()):
+                durations.add_metric([report.snapshot.target, phase], seconds)
         yield durations
         if self._render_seconds is not None:
             render = GaugeMetricFamily(
@@ -300,11 +259,37 @@ class SnapshotCollector(Collector):
             "SQL statements sent to the server.",
             labels=["target"],
         )
-        for target, counters in sorted(self._snapshot.counters.items()):
-            reads.add_metric([target], float(counters.reads))
-            errors.add_metric([target], float(counters.read_errors))
-            queries.add_metric([target], float(counters.queries))
-        yield from (reads, errors, queries)
+        internal = CounterMetricFamily(
+            "mysql_idle_internal_errors",
+            "Reads and collections that failed from a bug in the exporter, not from the "
+            "server (the first one's traceback is logged).",
+            labels=["target"],
+        )
+        resolve_failures = CounterMetricFamily(
+            "mysql_idle_resolve_failures",
+            "Lookups of the target's host name that failed or timed out.",
+            labels=["target"],
+        )
+        addresses = GaugeMetricFamily(
+            "mysql_idle_target_addresses",
+            "IP addresses known for the target (0: its sockets cannot be told).",
+            labels=["target"],
+        )
+        for report in sorted(reports, key=lambda r: r.snapshot.target):
+            target, counts = report.snapshot.target, report.counts
+            reads.add_metric([target], float(counts.reads))
+            errors.add_metric([target], float(counts.read_errors))
+            queries.add_metric([target], float(counts.queries))
+            internal.add_metric([target], float(counts.internal_errors))
+            resolve_failures.add_metric([target], float(report.resolve.failures))
+            addresses.add_metric([target], float(len(report.resolve.addresses)))
+        yield from (reads, errors, queries, internal, resolve_failures, addresses)
+        socket_errors = CounterMetricFamily(
+            "mysql_idle_socket_read_errors",
+            "Collections whose socket listing failed (the first one's traceback is logged).",
+        )
+        socket_errors.add_metric([], float(self._snapshot.socket_read_errors))
+        yield socket_errors
         collections = CounterMetricFamily(
             "mysql_idle_collections", "Collections run (concurrent scrapes share one)."
         )

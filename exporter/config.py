@@ -7,12 +7,17 @@ import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Literal, NoReturn, get_args
 
 from exporter import __version__
 from exporter.addresses import AddressError, parse_host_port
 from exporter.fleet import DEFAULT_FRESH_INTERVAL_SECONDS, FLEET_PASSWORD_ENV, FLEET_PATH
 from exporter.sessions.credentials import PASSWORD_ENV
+from exporter.sessions.sources import Prefer
+from exporter.sockets.reader import Source as SocketSourceName
+
+LogLevel = Literal["debug", "info", "warn", "error"]
+LogFormat = Literal["logfmt", "json"]
 
 DEFAULT_LISTEN = ":9864"
 DEFAULT_TARGET = "127.0.0.1:3306"
@@ -44,11 +49,11 @@ class Config:
     network_idle_timeout: float | None
     sessions_top: int
     server_interval: float
-    server_source: str
-    sockets_source: str
+    server_source: Prefer
+    sockets_source: SocketSourceName
     proc_path: str
-    log_level: str
-    log_format: str
+    log_level: LogLevel
+    log_format: LogFormat
     fleet_serve: bool = False
     fleet_url: str | None = None
     fleet_user: str | None = None
@@ -131,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument(
         "--server.source",
         dest="server_source",
-        choices=("auto", "information_schema", "performance_schema"),
+        choices=get_args(Prefer),
         default="auto",
         help="where to read sessions (default auto: performance_schema when enabled)",
     )
@@ -203,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     host.add_argument(
         "--sockets.source",
         dest="sockets_source",
-        choices=("auto", "netlink", "proc"),
+        choices=get_args(SocketSourceName),
         default="auto",
         help="how to list sockets: netlink sock_diag, /proc/net/tcp, or auto (netlink, "
         "falling back to /proc)",
@@ -249,10 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument(
         "--log.level",
         dest="log_level",
-        choices=("debug", "info", "warn", "error"),
+        choices=get_args(LogLevel),
         default="info",
     )
-    logs.add_argument("--log.format", dest="log_format", choices=("logfmt", "json"),
+    logs.add_argument("--log.format", dest="log_format", choices=get_args(LogFormat),
                       default="logfmt")
     return parser
 

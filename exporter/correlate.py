@@ -7,43 +7,23 @@ tested as a table of cases.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, cast
+from typing import cast
 
 from exporter.addresses import is_ip, is_loopback
-from exporter.model import Endpoint, ServerView, Session, Socket, State, TcpState
-
-# A connection is identified by its 4-tuple: stable for its whole life, including after the
-# kernel has unhashed it (the reader reports such "gone" sockets with the same endpoints).
-ConnectionKey = tuple[Endpoint, Endpoint]
-
-
-def connection_key(socket: Socket) -> ConnectionKey:
-    return (socket.local, socket.remote)
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    risk_headroom: float = 300.0
-    network_idle_timeout: float | None = None
-    # Tolerance when deciding that a vanished socket had idled past its timeout: a scrape
-    # that lands a moment before the server's timer should still count the drop.
-    expiry_tolerance: float = 1.0
-
-
-class Classified(NamedTuple):
-    """One socket with its session (if any) and its state. A named tuple: one is built per
-    socket per collection, and a tuple builds in a third of a frozen dataclass's time."""
-
-    socket: Socket
-    session: Session | None
-    state: State
-    # Idle seconds used for the headroom (kernel silence, else the server's idle time).
-    idle_seconds: float | None = None
-    timeout_seconds: float | None = None
-    headroom_seconds: float | None = None
-
+from exporter.model import (
+    Classified,
+    ConnectionKey,
+    Endpoint,
+    ServerView,
+    Session,
+    Settings,
+    Socket,
+    State,
+    TargetSnapshot,
+    TcpState,
+)
 
 _IDLE_STATES = frozenset({State.IDLE, State.AT_RISK})
 
@@ -71,22 +51,6 @@ class Memory:
             for key, item in self.items.items()
             if item.state in _IDLE_STATES and item.headroom_seconds is not None
         }
-
-
-@dataclass(frozen=True, slots=True)
-class TargetSnapshot:
-    target: str
-    server: ServerView | None
-    items: tuple[Classified, ...]
-    correlation_working: bool
-    dropped_totals: Mapping[str, int]
-    # Seconds between the server read used here and the collection; None without a read.
-    server_age_seconds: float | None
-    settings: Settings
-
-    def by_state(self, state: State) -> list[Classified]:
-        return [item for item in self.items if item.state is state]
-
 
 
 class _SessionIndex:
@@ -121,16 +85,6 @@ def _no_session(local: Endpoint) -> Session | None:
     return None
 
 
-def _network_capped(timeout: float | None, network: float | None) -> float | None:
-    if network is None or timeout is None:
-        return timeout if network is None else network
-    return min(timeout, network)
-
-
-def _traffic_since_read(socket: Socket, server_age: float) -> bool:
-    return socket.idle_seconds is not None and socket.idle_seconds < server_age
-
-
 def correlate(
     target: str,
     sockets: Sequence[Socket],
@@ -138,25 +92,28 @@ def correlate(
     settings: Settings,
     memory: Memory,
     now: float,
+    *,
+    live: Collection[ConnectionKey],
 ) -> tuple[TargetSnapshot, Memory]:
-    """Give every socket of one target a state. `now` is on the same clock as `read_at`."""
+    """Give every socket of one target a state. `now` is on the same clock as `read_at`.
+
+    ``sockets`` are this target's, without the exporter's own connections; ``live`` the
+    keys of those that are open (exporter.planner.live_connections), worked out once per
+    collection by the planner."""
     server_usable = server is not None and server.ok
     server_age = (now - server.read_at) if server is not None and server_usable else 0.0
     index = _SessionIndex(
         server.sessions if server is not None and server_usable else (),
         server.own_session_ids if server is not None else frozenset(),
     )
-    own_endpoints = server.own_client_endpoints if server is not None else frozenset()
 
     # One pass over the sockets (10,000 of them a collection at 10,000 sessions): each
     # connection key is built once and matched sessions are classified inline. A session
     # running a command is never idle; an idle one's headroom is its timeout (its own
     # wait_timeout, else the global one, capped by the network's) less its idle time.
     phantom_possible = server is not None and server_usable and server.full_view
-    global_timeout = _network_capped(
-        server.wait_timeout if server is not None else None, settings.network_idle_timeout
-    )
-    network = settings.network_idle_timeout
+    capped = settings.capped
+    global_timeout = capped(server.wait_timeout if server is not None else None)
     risk = settings.risk_headroom
     by_endpoint = index.by_endpoint.get if server_usable else _no_session
     by_name = index.find if server_usable and index.by_name_port else _no_session
@@ -166,13 +123,10 @@ def correlate(
         State.DROPPED, State.ACTIVE, State.IDLE, State.AT_RISK)
     keys: list[ConnectionKey] = []
     items: list[Classified | None] = []  # None: unmatched or phantom, decided below
-    live_keys: list[ConnectionKey] = []
     matched_now: set[ConnectionKey] = set()
     pending: list[tuple[int, Socket]] = []
     for sock in sockets:
         local = sock.local
-        if local in own_endpoints:
-            continue
         state = sock.state
         if sock.gone or state is close_wait:
             keys.append((local, sock.remote))
@@ -186,7 +140,6 @@ def correlate(
             continue
         key = (local, sock.remote)
         keys.append(key)
-        live_keys.append(key)
         session = by_endpoint(local)
         if session is None:
             session = by_name(local)
@@ -204,8 +157,7 @@ def correlate(
         if idle is None:
             idle = session.idle_seconds + server_age
         own_timeout = session.wait_timeout
-        timeout = global_timeout if own_timeout is None else _network_capped(own_timeout,
-                                                                              network)
+        timeout = global_timeout if own_timeout is None else capped(own_timeout)
         if timeout is None:
             items.append(new(Classified, (sock, session, idle_state, idle, None, None)))
             continue
@@ -214,9 +166,9 @@ def correlate(
                                       idle, timeout, headroom)))
     # A live connection that matched before still proves correlation works, even if its
     # session is gone now (that is what makes it a phantom rather than unmatched).
-    if matched_now or any(key in memory.matched for key in live_keys):
+    if matched_now or any(key in memory.matched for key in live):
         working = True
-    elif live_keys:
+    elif live:
         working = False
     else:
         working = memory.correlation_working
@@ -289,43 +241,3 @@ def _remember(
         dropped_totals=totals,
         correlation_working=working,
     )
-
-
-def needs_fresh_read(
-    sockets: Sequence[Socket],
-    server: ServerView | None,
-    known_at_read: frozenset[ConnectionKey],
-    now: float,
-    interval: float,
-    settings: Settings,
-) -> str | None:
-    """Why the server must be read now rather than reusing the last read (None: reuse it)."""
-    if server is None:
-        return "no read yet"
-    if not server.ok:
-        return "last read failed"
-    age = now - server.read_at
-    if age >= interval:
-        return "interval elapsed"
-    live = [s for s in sockets if not s.gone and s.state is TcpState.ESTABLISHED]
-    if not known_at_read.issuperset([(s.local, s.remote) for s in live]):
-        # The last read cannot know this connection: without a read it would look phantom.
-        return "new connection"
-    timeout = server.wait_timeout
-    if settings.network_idle_timeout is not None:
-        timeout = (
-            settings.network_idle_timeout
-            if timeout is None
-            else min(timeout, settings.network_idle_timeout)
-        )
-    if timeout is not None:
-        for s in live:
-            # A connection that talked since the read may have changed command; if the kernel
-            # says it is near its timeout, confirm with the server before calling it at risk.
-            if (
-                _traffic_since_read(s, age)
-                and s.idle_seconds is not None
-                and timeout - s.idle_seconds <= settings.risk_headroom
-            ):
-                return "connection near its timeout changed since the read"
-    return None

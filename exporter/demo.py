@@ -18,13 +18,15 @@ import time
 from collections.abc import Sequence
 
 from exporter.config import UsageError, fail
-from exporter.correlate import Settings
-from exporter.engine import Engine, WatchedTarget
+from exporter.deadline import Deadline
+from exporter.engine import Engine
 from exporter.logs import setup_logging
-from exporter.model import State
+from exporter.model import Settings, State
+from exporter.planner import ReadPolicy
 from exporter.sessions.credentials import Credentials
 from exporter.sessions.reader import SessionReader
 from exporter.sockets.reader import SocketReader
+from exporter.target import Target
 from exporter.throwaway import MariaDBUnavailable, ThrowawayMariaDB, free_port
 from exporter.web.app import WebOptions
 
@@ -77,10 +79,10 @@ def _status_line(engine: Engine) -> str:
 
 async def _run(engine: Engine, options: WebOptions, host: str, port: int, url_host: str,
                duration: float) -> None:
-    from exporter.cli import serve
+    from exporter.cli import Exporter, serve
 
     ready, stop = asyncio.Event(), asyncio.Event()
-    server_task = asyncio.create_task(serve(engine, options, host, port, ready, stop))
+    server_task = asyncio.create_task(serve(Exporter(engine), options, host, port, ready, stop))
     waiter = asyncio.create_task(ready.wait())
     await asyncio.wait({server_task, waiter}, return_when=asyncio.FIRST_COMPLETED)
     if server_task.done():
@@ -94,7 +96,7 @@ async def _run(engine: Engine, options: WebOptions, host: str, port: int, url_ho
     started = time.monotonic()
     try:
         while not stop.is_set():
-            await engine.collect(5.0)
+            await engine.collect(Deadline.after(5.0, engine.clock))
             print(f"{time.monotonic() - started:5.0f}s  {_status_line(engine)}", flush=True)
             if duration and time.monotonic() - started >= duration:
                 stop.set()
@@ -144,11 +146,13 @@ def run_demo(argv: Sequence[str]) -> int:
         target = f"{server.host}:{server.port}"
         credentials = Credentials(user="exporter", password=password)
         engine = Engine(
-            [WatchedTarget(target, server.host, server.port,
-                           SessionReader(target, server.host, server.port, credentials))],
+            [Target(target, server.host, server.port,
+                    SessionReader(target, server.host, server.port, credentials))],
             SocketReader({server.port}),
-            Settings(risk_headroom=max(args.wait_timeout / 2, 5.0)),
-            server_interval=2.0,
+            ReadPolicy(
+                interval=2.0,
+                settings=Settings(risk_headroom=max(args.wait_timeout / 2, 5.0)),
+            ),
         )
         options = WebOptions()
         url_host = host or "127.0.0.1"

@@ -1,4 +1,5 @@
-"""Plain values shared by the socket side, the session side and correlation.
+"""Plain values the core passes around: what the socket side and the session side saw,
+what correlation made of them, and what one collection produced for rendering.
 
 Everything here is immutable: a collection produces new values, it never edits old ones.
 """
@@ -6,6 +7,7 @@ Everything here is immutable: a collection produces new values, it never edits o
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -65,11 +67,6 @@ class Socket(NamedTuple):
     gone: bool = False
 
 
-class SessionCommand(enum.Enum):
-    SLEEP = "Sleep"
-    OTHER = "other"
-
-
 class Session(NamedTuple):
     """A server-side connection: one processlist row, without the query text. A named
     tuple, like Endpoint: a read at 10,000 sessions builds 10,000 of them."""
@@ -115,10 +112,14 @@ class ServerView:
     # False when the user lacks PROCESS and so sees only its own sessions.
     full_view: bool = True
     per_session_timeouts: bool = False
-    # Monotonic clock time at which the read completed.
+    # When the read completed, on the collection's clock (exporter.deadline).
     read_at: float = 0.0
     # Seconds each phase of the read took ("connect", "variables", "processlist").
     durations: dict[str, float] = field(default_factory=dict)
+    # The read failed from a bug in the exporter, not from the server (``error`` says
+    # which exception); counted apart so that such failures are found, not taken for
+    # an unreachable server.
+    internal_error: bool = False
 
 
 class State(enum.Enum):
@@ -131,3 +132,149 @@ class State(enum.Enum):
 
 
 ALL_STATES: tuple[State, ...] = tuple(State)
+
+
+# --- correlation: what each socket is -------------------------------------------------
+
+# A connection is identified by its 4-tuple: stable for its whole life, including after the
+# kernel has unhashed it (the reader reports such "gone" sockets with the same endpoints).
+ConnectionKey = tuple[Endpoint, Endpoint]
+
+
+def connection_key(socket: Socket) -> ConnectionKey:
+    return (socket.local, socket.remote)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """How risk is judged: the operator's thresholds."""
+
+    risk_headroom: float = 300.0
+    network_idle_timeout: float | None = None
+    # Tolerance when deciding that a vanished socket had idled past its timeout: a scrape
+    # that lands a moment before the server's timer should still count the drop.
+    expiry_tolerance: float = 1.0
+
+    def capped(self, timeout: float | None) -> float | None:
+        """A server timeout, or the network path's idle limit where that comes sooner."""
+        network = self.network_idle_timeout
+        if network is None or timeout is None:
+            return timeout if network is None else network
+        return min(timeout, network)
+
+
+class Classified(NamedTuple):
+    """One socket with its session (if any) and its state. A named tuple: one is built per
+    socket per collection, and a tuple builds in a third of a frozen dataclass's time."""
+
+    socket: Socket
+    session: Session | None
+    state: State
+    # Idle seconds used for the headroom (kernel silence, else the server's idle time).
+    idle_seconds: float | None = None
+    timeout_seconds: float | None = None
+    headroom_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSnapshot:
+    """One target's share of a collection: every socket with its state."""
+
+    target: str
+    server: ServerView | None
+    items: tuple[Classified, ...]
+    correlation_working: bool
+    dropped_totals: Mapping[str, int]
+    # Seconds between the server read used here and the collection; None without a read.
+    server_age_seconds: float | None
+    settings: Settings
+
+    def by_state(self, state: State) -> list[Classified]:
+        return [item for item in self.items if item.state is state]
+
+
+# --- per-process totals: what rendering needs -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessTotals:
+    """One owning process's share of a target's sockets."""
+
+    # Sockets per state, in ALL_STATES order.
+    states: tuple[int, ...]
+    keepalive: int
+    # Smallest headroom among its idle and at_risk sessions; None without any.
+    min_headroom: float | None
+    # Idle seconds of its matched idle sessions (idle and at_risk states).
+    server_idle: tuple[float, ...]
+    # Client-side silence of every socket that has it.
+    client_idle: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSummary:
+    # By process label (already valid UTF-8: two names differing only in undecodable
+    # bytes are one process here), sorted.
+    processes: dict[str, ProcessTotals]
+    # The riskiest idle sessions, smallest headroom first (ties by local endpoint).
+    riskiest: tuple[Classified, ...]
+
+
+# --- a whole collection ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReadCounts:
+    """Monotonic counts a session source keeps of its own reads."""
+
+    reads: int = 0
+    read_errors: int = 0
+    # Reads that failed from a bug in the exporter (ServerView.internal_error).
+    internal_errors: int = 0
+    # SQL statements sent to the server, connect-time ones included.
+    queries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveStatus:
+    """What name resolution knows of one target's host."""
+
+    addresses: frozenset[str] = frozenset()
+    # Lookups that failed or timed out so far, and the last one's reason while failing.
+    failures: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetReport:
+    """One target's part of a collection, ready to render."""
+
+    snapshot: TargetSnapshot
+    summary: TargetSummary
+    counts: ReadCounts = ReadCounts()
+    resolve: ResolveStatus = ResolveStatus()
+    # Seconds per phase: "sockets", "owners", "server", "correlate", "total".
+    durations: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything one collection produced: what a scrape renders."""
+
+    reports: tuple[TargetReport, ...]
+    collections: int = 0
+    top_sessions: int = 20
+    # Collections whose socket dump failed (counted since start).
+    socket_read_errors: int = 0
+
+    @property
+    def targets(self) -> tuple[TargetSnapshot, ...]:
+        return tuple(report.snapshot for report in self.reports)
+
+    def only(self, target: str) -> Snapshot:
+        return Snapshot(
+            reports=tuple(r for r in self.reports if r.snapshot.target == target),
+            collections=self.collections,
+            top_sessions=self.top_sessions,
+            socket_read_errors=self.socket_read_errors,
+        )

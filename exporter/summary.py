@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass
 
-from exporter.correlate import Classified, TargetSnapshot
-from exporter.model import ALL_STATES, State
+from exporter.model import (
+    ALL_STATES,
+    Classified,
+    ProcessTotals,
+    State,
+    TargetSnapshot,
+    TargetSummary,
+)
 
 _STATE_INDEX = {state: index for index, state in enumerate(ALL_STATES)}
 
@@ -27,30 +32,6 @@ def utf8_label(value: str) -> str:
     except UnicodeEncodeError:
         return "".join("\ufffd" if "\ud800" <= char <= "\udfff" else char for char in value)
     return value
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessTotals:
-    """One owning process's share of a target's sockets."""
-
-    # Sockets per state, in ALL_STATES order.
-    states: tuple[int, ...]
-    keepalive: int
-    # Smallest headroom among its idle and at_risk sessions; None without any.
-    min_headroom: float | None
-    # Idle seconds of its matched idle sessions (idle and at_risk states).
-    server_idle: tuple[float, ...]
-    # Client-side silence of every socket that has it.
-    client_idle: tuple[float, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class TargetSummary:
-    # By process label (already valid UTF-8: two names differing only in undecodable
-    # bytes are one process here), sorted.
-    processes: dict[str, ProcessTotals]
-    # The riskiest idle sessions, smallest headroom first (ties by local endpoint).
-    riskiest: tuple[Classified, ...]
 
 
 def summarise(target: TargetSnapshot, top: int) -> TargetSummary:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from tests.support.mariadb import ThrowawayMariaDB
-
-MariaDBFactory = Callable[..., ThrowawayMariaDB]
+from tests.support.mariadb import MariaDBFactory, ThrowawayMariaDB
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,8 @@ The exporter's connection must not suffer the bug it watches: it raises its own 
 ``wait_timeout`` at connect, and when the connection is lost anyway (its timeout, a
 ``KILL``, a server restart) ``query`` reconnects once and retries within the same call.
 
-Every statement gets an I/O timeout derived from the caller's deadline. TLS is off unless
-the credentials ask for it (PyMySQL would otherwise try TLS on every connect). Error
+Every statement gets an I/O timeout from the caller's deadline (exporter.deadline). TLS
+is off unless the credentials ask for it (PyMySQL would otherwise try TLS on every connect). Error
 messages are short, one line, and never contain the password.
 """
 
@@ -26,6 +26,7 @@ import pymysql.connections
 import pymysql.cursors
 
 from exporter.addresses import endpoint
+from exporter.deadline import Deadline
 from exporter.model import Endpoint, Flavor
 from exporter.sessions import sources
 from exporter.sessions.compact import GROUP_CONCAT_MAX_LEN
@@ -189,21 +190,15 @@ class ServerConnection:
     def connected(self) -> bool:
         return self._conn is not None and self._conn.open
 
-    def connect(self, *, timeout: float) -> ConnectionInfo:
+    def connect(self, deadline: Deadline) -> ConnectionInfo:
         """Close any current connection and open a new one."""
-        return self._open(time.monotonic() + timeout)
-
-    def ensure_connected(self, *, timeout: float) -> ConnectionInfo:
-        if self.connected and self.info is not None:
-            return self.info
-        return self._open(time.monotonic() + timeout)
+        return self._open(deadline)
 
     def query(
-        self, sql: str, args: Sequence[object] = (), *, timeout: float
+        self, sql: str, args: Sequence[object] = (), *, deadline: Deadline
     ) -> list[tuple[Any, ...]]:
         """Run one statement and return its rows. A lost connection is re-opened and the
         statement retried once, within the same deadline."""
-        deadline = time.monotonic() + timeout
         for attempt in (1, 2):
             conn = self._conn
             if conn is None or not conn.open:
@@ -213,7 +208,7 @@ class ServerConnection:
             try:
                 return self._execute(conn, sql, args, deadline)
             except ConnectionLost as exc:
-                if attempt == 2 or deadline - time.monotonic() < _MIN_RETRY_SECONDS:
+                if attempt == 2 or deadline.remaining() < _MIN_RETRY_SECONDS:
                     raise
                 log.debug("%s:%s: connection lost (%s), reconnecting", self.host, self.port, exc)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -247,8 +242,8 @@ class ServerConnection:
                 conn.abort()
                 conn.close()
 
-    def _remaining(self, deadline: float, what: str) -> float:
-        remaining = deadline - time.monotonic()
+    def _remaining(self, deadline: Deadline, what: str) -> float:
+        remaining = deadline.remaining()
         if remaining <= 0:
             raise ServerTimeout(f"timed out before {what}")
         return remaining
@@ -279,12 +274,12 @@ class ServerConnection:
         kwargs.update(ssl_kwargs(creds.ssl))
         return kwargs
 
-    def _open(self, deadline: float) -> ConnectionInfo:
+    def _open(self, deadline: Deadline) -> ConnectionInfo:
         self._drop()
         if self._closed:
             raise ServerError("connection closed")
         self.info = None
-        started = time.monotonic()
+        started = time.perf_counter()
         try:
             conn = self._login(deadline)
             self._conn = conn
@@ -294,12 +289,12 @@ class ServerConnection:
                 self._drop()
                 raise
         finally:
-            self.connect_seconds += time.monotonic() - started
+            self.connect_seconds += time.perf_counter() - started
         self.info = info
         self.connects += 1
         return info
 
-    def _login(self, deadline: float) -> _Connection:
+    def _login(self, deadline: Deadline) -> _Connection:
         remaining = self._remaining(deadline, "connecting")
         try:
             conn = _Connection(**self._connect_kwargs(remaining))
@@ -318,7 +313,7 @@ class ServerConnection:
         self.queries_sent += 2
         return conn
 
-    def _probe(self, conn: _Connection, deadline: float) -> ConnectionInfo:
+    def _probe(self, conn: _Connection, deadline: Deadline) -> ConnectionInfo:
         rows = self._execute(conn, _PROBE_SQL, (), deadline)
         if not rows:
             raise QueryFailed("capability probe returned no row")
@@ -339,7 +334,7 @@ class ServerConnection:
             own_wait_timeout_raised=self._session_wait_timeout is not None,
         )
 
-    def _has_process_via_role(self, conn: _Connection, deadline: float) -> bool:
+    def _has_process_via_role(self, conn: _Connection, deadline: Deadline) -> bool:
         try:
             self._execute(conn, sources.PROCESS_FALLBACK_SQL, (), deadline)
         except QueryFailed as exc:
@@ -348,7 +343,7 @@ class ServerConnection:
             return False
         return True
 
-    def _ps_sockets_work(self, conn: _Connection, deadline: float) -> bool:
+    def _ps_sockets_work(self, conn: _Connection, deadline: Deadline) -> bool:
         try:
             rows = self._execute(conn, sources.PS_SOCKETS_CHECK_SQL, (), deadline)
         except QueryFailed:
@@ -356,7 +351,7 @@ class ServerConnection:
         return bool(rows and rows[0][0])
 
     def _execute(
-        self, conn: _Connection, sql: str, args: Sequence[object], deadline: float
+        self, conn: _Connection, sql: str, args: Sequence[object], deadline: Deadline
     ) -> list[tuple[Any, ...]]:
         remaining = self._remaining(deadline, "sending a query")
         conn.set_io_timeout(remaining)

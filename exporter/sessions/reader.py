@@ -12,18 +12,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from decimal import Decimal
 
-from exporter.model import Endpoint, ServerView, Session
+from exporter.deadline import Deadline
+from exporter.model import Endpoint, ReadCounts, ServerView, Session
 from exporter.sessions import compact, sources
 from exporter.sessions.connection import (
     OWN_WAIT_TIMEOUT,
     ConnectionInfo,
     ServerConnection,
     ServerError,
-    ServerTimeout,
 )
 from exporter.sessions.credentials import Credentials
+from exporter.sessions.source import ReadTally
 from exporter.sessions.sources import Prefer, Source, SourceUnavailable
 
 log = logging.getLogger(__name__)
@@ -60,32 +62,37 @@ class SessionReader:
         self._up: bool | None = None
         self._source = ""  # of the last successful read, to log changes
         self._unpacker = compact.Unpacker()
+        self._tally = ReadTally()
+        self._bug_logged = False
 
     def __repr__(self) -> str:
         return f"SessionReader({self.target!r}, prefer={self.prefer!r})"
 
-    @property
-    def queries_sent(self) -> int:
-        """Statements sent to the server so far, connect-time ones included."""
-        return self.connection.queries_sent
+    def counts(self) -> ReadCounts:
+        """Reads so far, and the statements sent, connect-time ones included."""
+        return self._tally.counts(queries=self.connection.queries_sent)
 
     def read(
-        self, client_ips: frozenset[str] | None, timeout: float, *, fresh: bool = False
+        self, client_ips: frozenset[str] | None, deadline: Deadline, *, fresh: bool = False
     ) -> ServerView:
         """The server's view of this watcher's sessions (all sessions when ``client_ips`` is
-        None; none, without a processlist query, when it is empty). Always a fresh read,
-        whatever ``fresh`` says."""
+        None; none, without a processlist query, when it is empty), by ``deadline``. Always
+        a fresh read, whatever ``fresh`` says."""
         if not self._lock.acquire(blocking=False):
-            return self._failed(BUSY, {})
+            view = self._failed(BUSY, {}, deadline)
+            self._tally.record(view)
+            return view
         durations = {"connect": 0.0, "variables": 0.0, "processlist": 0.0}
         try:
             try:
-                view = self._read(client_ips, timeout, durations)
+                view = self._read(client_ips, deadline, durations)
             except (ServerError, SourceUnavailable) as exc:
-                view = self._failed(str(exc), durations)
-            except Exception as exc:  # a read never raises
-                log.debug("%s: read failed", self.target, exc_info=True)
-                view = self._failed(f"internal error: {type(exc).__name__}", durations)
+                view = self._failed(str(exc), durations, deadline)
+            except Exception as exc:  # a read never raises: a bug is reported and counted
+                self._report_bug(exc)
+                view = self._failed(f"internal error: {type(exc).__name__}", durations,
+                                    deadline, internal=True)
+            self._tally.record(view)
             self._note(view)
             return view
         finally:
@@ -104,30 +111,42 @@ class SessionReader:
 
     # --- internals ------------------------------------------------------------------
 
+    def _report_bug(self, exc: Exception) -> None:
+        if self._bug_logged:
+            log.debug("%s: read failed from a bug", self.target, exc_info=True)
+            return
+        # Once, at the default level: a bug must be findable, not pass for a server down.
+        self._bug_logged = True
+        log.error(
+            "%s: a read failed from a bug in the exporter (later ones are only counted, in "
+            "mysql_idle_internal_errors_total):\n%s",
+            self.target,
+            "".join(traceback.format_exception(exc)).rstrip(),
+        )
+
     def _read(
-        self, client_ips: frozenset[str] | None, timeout: float, durations: dict[str, float]
+        self, client_ips: frozenset[str] | None, deadline: Deadline, durations: dict[str, float]
     ) -> ServerView:
         if self._closed:
             raise ServerError("reader closed")
         conn = self.connection
-        deadline = time.monotonic() + timeout
         connect_before = conn.connect_seconds
         try:
             if not conn.connected:
-                conn.connect(timeout=_remaining(deadline))
+                conn.connect(deadline)
             info = _info(conn)
             source = sources.choose_source(info.flavor, info.capabilities, self.prefer)
             sessions: tuple[Session, ...] = ()
-            started, connecting = time.monotonic(), conn.connect_seconds
+            started, connecting = time.perf_counter(), conn.connect_seconds
             if client_ips is not None and not client_ips:
-                rows = conn.query(sources.VARIABLES_SQL, timeout=_remaining(deadline))
+                rows = conn.query(sources.VARIABLES_SQL, deadline=deadline)
                 durations["variables"] = _phase(started, connecting, conn)
                 wait_timeout, interactive_timeout = _timeouts(rows)
             else:
                 query = compact.compact_query(
                     source, client_ips, flavor=info.flavor, caps=info.capabilities
                 )
-                rows = conn.query(query.sql, query.args, timeout=_remaining(deadline))
+                rows = conn.query(query.sql, query.args, deadline=deadline)
                 durations["processlist"] = _phase(started, connecting, conn)
                 info = _info(conn)  # a reconnect in between changes our own id
                 wait_timeout, interactive_timeout = _timeouts(rows)
@@ -139,8 +158,8 @@ class SessionReader:
                     query = sources.processlist_query(
                         source, client_ips, flavor=info.flavor, caps=info.capabilities
                     )
-                    started, connecting = time.monotonic(), conn.connect_seconds
-                    rows = conn.query(query.sql, query.args, timeout=_remaining(deadline))
+                    started, connecting = time.perf_counter(), conn.connect_seconds
+                    rows = conn.query(query.sql, query.args, deadline=deadline)
                     durations["processlist"] += _phase(started, connecting, conn)
                     info = _info(conn)
                     unpacked = [sources.row_to_session(r) for r in rows]
@@ -168,11 +187,14 @@ class SessionReader:
             per_session_timeouts=(
                 source is Source.PS_PROCESSLIST and "variables_by_thread" in caps.ps_tables
             ),
-            read_at=time.monotonic(),
+            read_at=deadline.now(),
             durations=dict(durations),
         )
 
-    def _failed(self, reason: str, durations: dict[str, float]) -> ServerView:
+    def _failed(
+        self, reason: str, durations: dict[str, float], deadline: Deadline,
+        *, internal: bool = False,
+    ) -> ServerView:
         info = self.connection.info
         return ServerView(
             target=self.target,
@@ -182,8 +204,9 @@ class SessionReader:
             version=info.version if info else "",
             own_session_ids=_own_ids(info) if info else frozenset(),
             own_client_endpoints=_own_endpoints(info) if info else frozenset(),
-            read_at=time.monotonic(),
+            read_at=deadline.now(),
             durations=dict(durations),
+            internal_error=internal,
         )
 
     def _note(self, view: ServerView) -> None:
@@ -212,16 +235,9 @@ class SessionReader:
             self._up = False
 
 
-def _remaining(deadline: float) -> float:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise ServerTimeout("timed out")
-    return remaining
-
-
 def _phase(started: float, connecting_before: float, conn: ServerConnection) -> float:
     """Seconds a phase took, without any reconnect inside it (counted under "connect")."""
-    elapsed = time.monotonic() - started
+    elapsed = time.perf_counter() - started
     return max(elapsed - (conn.connect_seconds - connecting_before), 0.0)
 
 

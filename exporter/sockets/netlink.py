@@ -12,11 +12,11 @@ import errno as errno_codes
 import os
 import socket
 import struct
-import time
 from collections.abc import Callable, Collection
 from typing import Any, NamedTuple
 
 from exporter.addresses import normalise_ip
+from exporter.deadline import Deadline
 from exporter.model import Endpoint, TcpState
 from exporter.sockets.kernel import KernelSocket
 
@@ -71,7 +71,6 @@ _TCPI_TIMES = struct.Struct("=I4xI")  # last_data_sent, (last_ack_sent), last_da
 _STATES = {int(state): state for state in TcpState}
 
 _RECV_BUFFER = 64 * 1024  # the kernel fills at most 32 KiB per dump datagram
-DEFAULT_TIMEOUT = 2.0
 
 # Errors that will not go away by asking again: the interface is missing or forbidden
 # here (no inet_diag for the family gives ENOENT), or this kernel rejects the request
@@ -435,14 +434,14 @@ def _dump_family(
     family: int,
     bytecode: bytes,
     seq: int,
-    deadline: float,
+    deadline: Deadline,
     parser: _Parser,
 ) -> list[KernelSocket]:
     channel.send(build_request(family, STATES_MASK, bytecode, seq))
     buffer = bytearray(_RECV_BUFFER)
     sockets: list[KernelSocket] = []
     while True:
-        remaining = deadline - time.monotonic()
+        remaining = deadline.remaining()
         if remaining <= 0:
             raise NetlinkError(errno_codes.ETIMEDOUT, "sock_diag dump timed out")
         channel.settimeout(remaining)
@@ -458,16 +457,13 @@ def _dump_family(
             return sockets
 
 
-def dump_tcp(
-    remote_ports: Collection[int], *, timeout: float = DEFAULT_TIMEOUT
-) -> list[KernelSocket]:
+def dump_tcp(remote_ports: Collection[int], deadline: Deadline) -> list[KernelSocket]:
     """Every IPv4 and IPv6 TCP socket (but LISTEN and TIME_WAIT) whose remote port is one
     of `remote_ports`. IPv4-mapped IPv6 sockets come from the IPv6 dump, normalised.
 
     Raises NetlinkUnavailable when sock_diag cannot be used here, NetlinkError when one
-    dump fails (including a timeout: the whole call never takes much over `timeout`)."""
+    dump fails (including the deadline passing: the call never takes much beyond it)."""
     bytecode = build_bytecode(remote_ports)
-    deadline = time.monotonic() + timeout
     try:
         channel = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
     except OSError as error:

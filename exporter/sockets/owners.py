@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from exporter.deadline import Deadline
+
 UNKNOWN_PROCESS = "unknown"
 # How long an inode that a full scan could not find is left alone. Such inodes usually
 # belong to processes we cannot see (another pid namespace, no permission), and a new
@@ -23,11 +25,12 @@ UNKNOWN_PROCESS = "unknown"
 # together, not one each.
 DEFAULT_NEGATIVE_TTL = 30.0
 # Confirming every known owner with a readlink costs one system call per socket per
-# collection (80 ms at 10,000 sockets). A caller that asks only about inodes still in the
-# kernel's table may trust an owner while its process is the same incarnation (start time
-# unchanged): that inode is still the same open socket, and its holder changes only by fd
-# passing, dup2+close or exit-after-fork. Such owners are then confirmed in turns, each at
-# least once per this many calls, which bounds how long such a change goes unnoticed.
+# collection (80 ms at 10,000 sockets). Since the caller asks only about inodes still in
+# the kernel's table, an owner may be trusted while its process is the same incarnation
+# (start time unchanged): that inode is still the same open socket, and its holder changes
+# only by fd passing, dup2+close or exit-after-fork. Such owners are then confirmed in
+# turns, each at least once per this many calls, which bounds how long such a change goes
+# unnoticed.
 READER_RECHECK_EVERY = 32
 
 _SOCKET_LINK_PREFIX = "socket:["
@@ -116,16 +119,15 @@ class ProcessNames:
 class OwnerMap:
     """inode -> Owner, cached across calls.
 
-    A known inode is confirmed by one readlink of its remembered fd; only an inode with
-    no remembered (or no longer valid) fd leads to a full scan of /proc/*/fd, at most
-    one per call, and an inode that a scan could not find is not searched again for
-    `negative_ttl` seconds. The caches only keep inodes asked for in the last call.
-
-    With ``recheck_every`` N > 1 the caller promises to ask only about inodes that are
-    in the kernel's socket table right now (an open socket, so some process holds it):
-    a known owner whose process has kept its start time since its last confirmation is
-    then trusted, and only 1/N of them (in turns: each at least once per N calls) is
-    confirmed by readlink, as are all owners whose process changed or vanished.
+    The caller asks only about inodes that are in the kernel's socket table right now (an
+    open socket, so some process holds it). A known owner whose process has kept its start
+    time since its last confirmation is then trusted, and only 1/N of them (N is
+    ``recheck_every``; in turns, each at least once per N calls) is confirmed by one
+    readlink of its remembered fd, as are all owners whose process changed or vanished.
+    Only an inode with no remembered (or no longer valid) fd leads to a full scan of
+    /proc/*/fd, at most one per call and never past the caller's deadline, and an inode
+    that a complete scan could not find is not searched again for `negative_ttl` seconds.
+    The caches only keep inodes asked for in the last call.
     """
 
     def __init__(
@@ -135,14 +137,13 @@ class OwnerMap:
         negative_ttl: float = DEFAULT_NEGATIVE_TTL,
         clock: Callable[[], float] = time.monotonic,
         names: ProcessNames | None = None,
-        recheck_every: int = 1,
+        recheck_every: int = READER_RECHECK_EVERY,
     ) -> None:
         self._root = proc_root
         self._negative_ttl = negative_ttl
         self._clock = clock
         self._names = names if names is not None else ProcessNames(proc_root)
         self._recheck_every = max(1, recheck_every)
-        self._known: dict[int, tuple[int, int]] = {}
         self._unresolved: dict[int, float] = {}
         # The identity of each owning process when its owners were last confirmed.
         self._identities: dict[int, tuple[int, str]] = {}
@@ -150,6 +151,7 @@ class OwnerMap:
         self._owners: dict[int, Owner] = {}
         self._calls = 0
         self.scans = 0  # full scans so far; for self-monitoring and tests
+        self.scans_cut_short = 0  # scans the deadline ended before every process
         self.confirmations = 0  # readlinks of known owners so far; for tests
 
     def still_holds(self, owner: Owner, inode: int) -> bool:
@@ -211,55 +213,53 @@ class OwnerMap:
         finally:
             os.close(directory)
 
-    def _scan(self, wanted: Collection[int]) -> dict[int, tuple[int, int]]:
+    def _scan(
+        self, wanted: Collection[int], deadline: Deadline
+    ) -> tuple[dict[int, tuple[int, int]], bool]:
+        """What a scan of every process's fds found, and whether it went through them all
+        (it stops at the deadline, checked between processes)."""
         found: dict[int, tuple[int, int]] = {}
         try:
             entries = os.listdir(self._root)
         except OSError:
-            return found
+            return found, True
         # A socket shared after a fork goes to the lowest pid, usually the process that
         # opened it (and the same one on every scan).
         for pid in sorted((entry for entry in entries if entry.isdecimal()), key=int):
+            if deadline.expired:
+                self.scans_cut_short += 1
+                return found, False
             self._scan_process(pid, wanted, found)
             if len(found) == len(wanted):
                 break
-        return found
+        return found, True
 
-    def resolve(self, inodes: Collection[int]) -> Mapping[int, Owner]:
-        """Owners of those inodes that belong to a process we can see; 0 (an orphan
-        socket) and unresolvable inodes are left out. Read-only: the map is this
-        object's cache until the next call."""
-        wanted = {inode for inode in inodes if inode > 0}
-        if self._recheck_every > 1:
-            return self._resolve_trusting(wanted)
-        now = self._clock()
-        known = {inode: where for inode, where in self._known.items() if inode in wanted}
-        located = self._confirm(known)
-        located.update(self._search(wanted - located.keys(), now))
-        self._known = located
-        owners: dict[int, Owner] = {}
-        self._name_owners(located, {}, owners)
-        return owners
-
-    def _search(self, missing: set[int], now: float) -> dict[int, tuple[int, int]]:
+    def _search(
+        self, missing: set[int], now: float, deadline: Deadline
+    ) -> dict[int, tuple[int, int]]:
         """(pid, fd) of those inodes a full scan finds. The scan runs only when one of them
-        has not been searched for within the negative TTL; every inode it cannot find is
-        then left alone for that long, and the others are forgotten."""
+        has not been searched for within the negative TTL; when it went through every
+        process, each inode it could not find is then left alone for that long (a scan
+        that the deadline cut short proves nothing: those are searched again next time)."""
         unresolved = {inode: seen for inode, seen in self._unresolved.items() if inode in missing}
         found: dict[int, tuple[int, int]] = {}
         if any(
             now - unresolved.get(inode, -float("inf")) >= self._negative_ttl for inode in missing
         ):
             self.scans += 1
-            found = self._scan(missing)
-            unresolved = {inode: now for inode in missing if inode not in found}
+            found, complete = self._scan(missing, deadline)
+            if complete:
+                unresolved = {inode: now for inode in missing if inode not in found}
         self._unresolved = unresolved
         return found
 
-    def _resolve_trusting(self, wanted: set[int]) -> Mapping[int, Owner]:
-        """resolve() for a caller that asks only about inodes in the kernel's table: one
-        pass over them, in which an owner whose process kept its identity is handed out
-        again as it was, and only the others and this call's turn are confirmed."""
+    def resolve(self, inodes: Collection[int], deadline: Deadline) -> Mapping[int, Owner]:
+        """Owners of those inodes (all in the kernel's table now) that belong to a process
+        we can see; 0 (an orphan socket) and unresolvable inodes are left out. One pass
+        over them, in which an owner whose process kept its identity is handed out again
+        as it was, and only the others and this call's turn are confirmed. Read-only: the
+        map is this object's cache until the next call."""
+        wanted = {inode for inode in inodes if inode > 0}
         self._calls += 1
         turn, every = self._calls % self._recheck_every, self._recheck_every
         names = self._names
@@ -283,7 +283,7 @@ class OwnerMap:
                 confirm[inode] = (owner.pid, owner.fd)
         located = self._confirm(confirm)
         missing.update(inode for inode in confirm if inode not in located)
-        located.update(self._search(missing, self._clock()))
+        located.update(self._search(missing, self._clock(), deadline))
         # Confirmed and newly found owners: their process may have been renamed or be new.
         self._name_owners(located, identities, owners)
         return owners

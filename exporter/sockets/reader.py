@@ -9,16 +9,17 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from exporter.deadline import Clock, Deadline
 from exporter.model import Socket, TcpState
 from exporter.sockets import netlink
 from exporter.sockets.kernel import KernelSocket
-from exporter.sockets.owners import READER_RECHECK_EVERY, UNKNOWN_PROCESS, Owner, OwnerMap
+from exporter.sockets.owners import UNKNOWN_PROCESS, Owner, OwnerMap
 from exporter.sockets.procnet import read_proc_net_tcp
 
 logger = logging.getLogger(__name__)
 
 Source = Literal["auto", "netlink", "proc"]
-Dump = Callable[[Collection[int]], list[KernelSocket]]
+Dump = Callable[[Collection[int], Deadline], list[KernelSocket]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,7 @@ class SocketReader:
         *,
         source: Source = "auto",
         proc_root: str = "/proc",
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = time.monotonic,
         owners: OwnerMap | None = None,
         netlink_dump: Dump = netlink.dump_tcp,
     ) -> None:
@@ -78,10 +79,7 @@ class SocketReader:
         self._use_netlink = source != "proc"
         self._proc_root = proc_root
         self._clock = clock
-        # The reader asks only about inodes in the kernel's table: owners may be trusted.
-        self._owners = owners if owners is not None else OwnerMap(
-            proc_root, clock=clock, recheck_every=READER_RECHECK_EVERY
-        )
+        self._owners = owners if owners is not None else OwnerMap(proc_root, clock=clock)
         self._dump = netlink_dump
         # The last read: its sockets with owners, those owners, and when it was made. A
         # socket is remembered (for the "gone" check) only once it leaves the table, so
@@ -92,10 +90,10 @@ class SocketReader:
         self._last_present: set[int] = set()
         self._gone: dict[int, _Remembered] = {}
 
-    def _list(self) -> tuple[list[KernelSocket], str]:
+    def _list(self, deadline: Deadline) -> tuple[list[KernelSocket], str]:
         if self._use_netlink:
             try:
-                return self._dump(self._ports), "netlink"
+                return self._dump(self._ports, deadline), "netlink"
             except netlink.NetlinkUnavailable as error:
                 if self._requested == "netlink":
                     raise
@@ -111,12 +109,14 @@ class SocketReader:
                 logger.warning("sock_diag dump failed (%s); using /proc/net/tcp this time", error)
         return read_proc_net_tcp(self._ports, self._proc_root), "proc"
 
-    def read(self) -> SocketReading:
+    def read(self, deadline: Deadline) -> SocketReading:
+        """The sockets to the watched ports; owners the scan could not find by
+        ``deadline`` are left unknown this time."""
         started = time.perf_counter()
-        rows, source = self._list()
+        rows, source = self._list(deadline)
         listed = time.perf_counter()
         present = {row.inode for row in rows if row.inode}
-        owners = self._owners.resolve(present)
+        owners = self._owners.resolve(present, deadline)
         now = self._clock()
         sockets: list[Socket] = []
         append = sockets.append

@@ -20,9 +20,13 @@ from prometheus_client.process_collector import ProcessCollector
 
 from exporter import __version__
 from exporter.addresses import normalise_ip
-from exporter.collector import Snapshot, SnapshotCollector
+from exporter.collector import SnapshotCollector
+from exporter.deadline import Deadline
 from exporter.engine import Engine
-from exporter.fleet import FLEET_PATH, encode_view
+from exporter.fleet import FLEET_PATH
+from exporter.fleet.server import FleetServer
+from exporter.fleet.wire import encode_view
+from exporter.model import Snapshot
 from exporter.web.config import WebConfig
 
 log = logging.getLogger(__name__)
@@ -39,11 +43,10 @@ class WebOptions:
     # Kept back from Prometheus's own timeout so the answer arrives before it gives up.
     timeout_offset: float = 0.5
     config: WebConfig = field(default_factory=WebConfig)
-    # Serve the server-side facts to sidecars (fleet mode).
-    fleet: bool = False
 
 
 OPTIONS_KEY = web.AppKey("options", WebOptions)
+FLEET_KEY = web.AppKey("fleet", FleetServer)
 
 
 @dataclass
@@ -54,6 +57,14 @@ class RenderClock:
 
 
 RENDER_KEY = web.AppKey("render", RenderClock)
+
+
+def scrape_deadline(request: web.Request) -> Deadline:
+    """The one deadline of this request, on the engine's clock: made here, where the
+    request arrives, and handed down to every read."""
+    options = request.app[OPTIONS_KEY]
+    seconds = scrape_timeout(request.headers.get(SCRAPE_TIMEOUT_HEADER), options)
+    return Deadline.after(seconds, request.app[ENGINE_KEY].clock)
 
 
 def scrape_timeout(header: str | None, options: WebOptions) -> float:
@@ -83,10 +94,7 @@ def render(
 
 
 async def _scrape(request: web.Request, target: str | None) -> web.Response:
-    engine = request.app[ENGINE_KEY]
-    options = request.app[OPTIONS_KEY]
-    timeout = scrape_timeout(request.headers.get(SCRAPE_TIMEOUT_HEADER), options)
-    snapshot = await engine.collect(timeout)
+    snapshot = await request.app[ENGINE_KEY].collect(scrape_deadline(request))
     if target is not None:
         snapshot = snapshot.only(target)
     clock = request.app[RENDER_KEY]
@@ -113,19 +121,18 @@ async def _probe(request: web.Request) -> web.Response:
 
 
 async def _fleet_sessions(request: web.Request) -> web.Response:
-    engine = request.app[ENGINE_KEY]
-    options = request.app[OPTIONS_KEY]
+    fleet = request.app[FLEET_KEY]
     target = request.query.get("target", "")
-    if target not in engine.target_names:
+    if target not in fleet.target_names:
         return web.Response(status=400, text="unknown target\n")
     asked = request.query.getall("client_ip", [])
     # No client_ip at all means every session; an empty one means none (a watcher with no
     # sockets still wants the timeouts).
     client_ips = frozenset(normalise_ip(ip) for ip in asked if ip) if asked else None
-    timeout = scrape_timeout(request.headers.get(SCRAPE_TIMEOUT_HEADER), options)
+    deadline = scrape_deadline(request)
     # fresh=1: the sidecar saw a connection that a cached read cannot know.
-    read = await engine.fleet_read(target, timeout, fresh=request.query.get("fresh") == "1")
-    document = encode_view(read.answer(client_ips), time.monotonic())
+    read = await fleet.read(target, deadline, fresh=request.query.get("fresh") == "1")
+    document = encode_view(read.answer(client_ips), deadline.now())
     return web.json_response(document)
 
 
@@ -207,7 +214,10 @@ def _credentials(header: str) -> tuple[str | None, str]:
     return (user, password) if sep else (None, "")
 
 
-def build_app(engine: Engine, options: WebOptions) -> web.Application:
+def build_app(
+    engine: Engine, options: WebOptions, fleet: FleetServer | None = None
+) -> web.Application:
+    """The exporter's HTTP side; with ``fleet`` (--fleet.serve) it also serves sidecars."""
     app = web.Application(middlewares=[_auth_middleware(options.config)])
     app[ENGINE_KEY] = engine
     app[OPTIONS_KEY] = options
@@ -215,7 +225,8 @@ def build_app(engine: Engine, options: WebOptions) -> web.Application:
     app.router.add_get(options.telemetry_path, _metrics)
     app.router.add_get("/probe", _probe)
     app.router.add_get("/healthz", _healthz)
-    if options.fleet:
+    if fleet is not None:
+        app[FLEET_KEY] = fleet
         app.router.add_get(FLEET_PATH, _fleet_sessions)
     if options.telemetry_path != "/":
         app.router.add_get("/", _landing)

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from tests.dashboards.contract import (
+from tests.support.contract import (
     REPO,
     contract_fixture,
     documented_metrics,
     metric_names,
     series_names,
 )
-from tests.dashboards.queries import (
+from tests.support.dashboard_queries import (
     DASHBOARD,
     dashboard_queries,
     iter_panels,
@@ -27,7 +27,7 @@ from tests.dashboards.queries import (
     variable_names,
     variable_queries,
 )
-from tests.dashboards.tools import (
+from tests.support.promtool import (
     TYPECHECK,
     output,
     promtool_check_exprs,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.dashboards.contract import (
+from tests.support.contract import (
     PROMETHEUS_SERIES,
     REPO,
     RULES,
@@ -18,7 +18,7 @@ from tests.dashboards.contract import (
     metric_names,
     series_names,
 )
-from tests.dashboards.tools import output, run
+from tests.support.promtool import output, run
 
 RULE_TESTS = sorted((REPO / "dashboards" / "tests").glob("*.test.yml"))
 RUNBOOK = REPO / "docs" / "runbook.md"

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from exporter.throwaway import free_port
-from tests.dashboards.queries import dashboard_queries
+from tests.support.dashboard_queries import dashboard_queries
 from tests.support.exporter_process import ExporterProcess, Worker
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,27 +5,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from exporter.throwaway import MariaDBUnavailable
-from tests.faults.common import create_users
-from tests.support.netns import NamespacedMariaDB, NetnsPair
+from tests.support.netns import NamespacedMariaDB, NetnsPair, NetnsServer
+from tests.support.scrapes import create_users
 
 NETNS_WAIT_TIMEOUT = 60
-
-
-@dataclass
-class NetnsServer:
-    pair: NetnsPair
-    db: NamespacedMariaDB
-    password: str
-
-    @property
-    def target(self) -> str:
-        return f"{self.db.host}:{self.db.port}"
-
 
 @pytest.fixture(scope="session")
 def netns_server() -> Iterator[NetnsServer]:

@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from exporter.throwaway import MariaDBUnavailable, ThrowawayMariaDB
-from tests.faults.common import (
+from tests.support.exporter_process import ExporterProcess, Worker
+from tests.support.netns import NetnsServer, NsExporterProcess, NsWorker
+from tests.support.scrapes import (
     PASSWORD_ENV,
     SCRAPE_TIMEOUT_HEADER,
     create_users,
@@ -20,9 +22,6 @@ from tests.faults.common import (
     summary,
     wait_for,
 )
-from tests.faults.conftest import NetnsServer
-from tests.support.exporter_process import ExporterProcess, Worker
-from tests.support.netns import NsExporterProcess, NsWorker
 
 SCRAPE_TIMEOUT = 2.0
 HEADERS = {SCRAPE_TIMEOUT_HEADER: str(SCRAPE_TIMEOUT)}

@@ -17,7 +17,9 @@ import time
 import psutil
 import pytest
 
-from tests.faults.common import (
+from tests.support.exporter_process import Metrics
+from tests.support.netns import NetnsServer, NsExporterProcess, NsWorker
+from tests.support.scrapes import (
     PASSWORD_ENV,
     kill_sessions,
     session_ids,
@@ -25,9 +27,6 @@ from tests.faults.common import (
     summary,
     wait_for,
 )
-from tests.faults.conftest import NetnsServer
-from tests.support.exporter_process import Metrics
-from tests.support.netns import NsExporterProcess, NsWorker
 
 pytestmark = [pytest.mark.netns, pytest.mark.mariadb]
 

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from exporter.throwaway import MariaDBUnavailable, ThrowawayMariaDB, free_port
-from tests.faults.common import (
+from tests.support.exporter_process import ExporterProcess, Metrics, Worker
+from tests.support.scrapes import (
     PASSWORD_ENV,
     create_users,
     session_ids,
@@ -20,7 +21,6 @@ from tests.faults.common import (
     summary,
     wait_for,
 )
-from tests.support.exporter_process import ExporterProcess, Metrics, Worker
 
 pytestmark = pytest.mark.mariadb
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from exporter.throwaway import MariaDBUnavailable
-from tests.faults.common import PASSWORD_ENV, states, summary
 from tests.support.exporter_process import Metrics
 from tests.support.netns import NetnsError, NetnsStar, NsExporterProcess, NsWorker, StarMariaDB
+from tests.support.scrapes import PASSWORD_ENV, states, summary
 
 pytestmark = [pytest.mark.netns, pytest.mark.mariadb, pytest.mark.timeout(180)]
 

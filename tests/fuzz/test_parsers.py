@@ -38,16 +38,27 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from exporter.addresses import normalise_ip, parse_processlist_host
-from exporter.collector import Snapshot, SnapshotCollector
-from exporter.correlate import Memory, Settings, correlate
-from exporter.fleet import FleetFormatError, decode_view
-from exporter.model import Endpoint, Flavor, ServerView, Session, Socket, TcpState
+from exporter.collector import SnapshotCollector
+from exporter.correlate import Memory
+from exporter.fleet.wire import FleetFormatError, decode_view
+from exporter.model import (
+    Endpoint,
+    Flavor,
+    ServerView,
+    Session,
+    Settings,
+    Snapshot,
+    Socket,
+    TcpState,
+)
 from exporter.sessions.credentials import ConfigError, load_credentials, read_my_cnf
 from exporter.sessions.sources import row_to_session, rows_to_sessions
 from exporter.sockets import netlink
 from exporter.sockets.kernel import KernelSocket
 from exporter.sockets.procnet import parse_proc_net_tcp
 from exporter.web.config import WebConfig, WebConfigError, load_web_config
+from tests.support.builders import correlate_sockets as correlate
+from tests.support.builders import report, snapshot_of
 
 FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "1500")), deadline=None,
                 database=None,
@@ -665,7 +676,7 @@ def hostile_snapshots(draw: st.DrawFn) -> tuple[Snapshot, list[tuple[str, str, s
                         source="information_schema", wait_timeout=600.0,
                         interactive_timeout=28800.0, sessions=tuple(sessions), read_at=1000.0)
     snap, _ = correlate(target, sockets, server, Settings(risk_headroom=300), Memory(), 1000.0)
-    return Snapshot((snap,), durations={target: {"total": 0.01}}, collections=1), names
+    return Snapshot((report(snap, durations={"total": 0.01}),), collections=1), names
 
 
 def render_both(snapshot: Snapshot) -> tuple[str, str]:
@@ -703,7 +714,7 @@ def test_100_kb_names_render_in_both_formats() -> None:
                         source="information_schema", wait_timeout=600.0, sessions=sessions,
                         read_at=1000.0)
     snap, _ = correlate("db:3306", sockets, server, Settings(), Memory(), 1000.0)
-    text, openmetrics = render_both(Snapshot((snap,), collections=1))
+    text, openmetrics = render_both(snapshot_of(snap))
     for families in (parse_text(text), parse_openmetrics(openmetrics)):
         found = {(s.labels["process"], s.labels["user"], s.labels["db"])
                  for f in families for s in f.samples

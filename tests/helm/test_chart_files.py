@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helm.conftest import (
+from tests.support.helm import (
     CHART,
     DASHBOARD_FILE,
     REPO,

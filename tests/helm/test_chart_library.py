@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.helm.conftest import (
+from tests.support.helm import (
     CHART,
     EXPORTER_CONTAINER,
     KUBE_VERSION,

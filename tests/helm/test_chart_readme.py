@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import yaml
 
-from tests.helm.conftest import CHART
+from tests.support.helm import CHART
 
 VALUES = CHART / "values.yaml"
 README = CHART / "README.md"

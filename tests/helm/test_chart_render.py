@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.helm.conftest import (
+from tests.support.helm import (
     CHART,
     CI_DIR,
     CI_VALUES,

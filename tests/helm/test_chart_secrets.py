@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.helm.conftest import (
+from tests.support.helm import (
     CHART,
     NAMESPACE,
     Helm,

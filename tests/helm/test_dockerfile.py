@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from tests.helm.conftest import CHART, REPO
+from tests.support.helm import CHART, REPO
 
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"

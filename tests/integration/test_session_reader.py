@@ -15,8 +15,8 @@ import pytest
 from exporter.model import Endpoint, Flavor, ServerView, Session
 from exporter.sessions import OWN_WAIT_TIMEOUT, Credentials, SessionReader
 from exporter.sessions.reader import BUSY
-from tests.conftest import MariaDBFactory
-from tests.support.mariadb import MonitorUser, ThrowawayMariaDB
+from tests.support.builders import soon
+from tests.support.mariadb import MariaDBFactory, MonitorUser, ThrowawayMariaDB
 
 pytestmark = pytest.mark.mariadb
 
@@ -110,7 +110,7 @@ def test_reads_client_sessions(
         last_query[local_port(conn)] = time.monotonic()
         time.sleep(0.6)
 
-    view = ok(reader.read(None, timeout=5.0))
+    view = ok(reader.read(None, soon(5.0)))
     sessions = by_port(view)
     for conn in (first, second, third):
         port = local_port(conn)
@@ -159,7 +159,7 @@ def test_busy_session_shows_its_command(
         deadline = time.monotonic() + 3
         session = None
         while time.monotonic() < deadline:
-            session = by_port(ok(reader.read(None, timeout=2.0))).get(port)
+            session = by_port(ok(reader.read(None, soon(2.0)))).get(port)
             if session is not None and not session.sleeping:
                 break
             time.sleep(0.05)
@@ -176,29 +176,29 @@ def test_client_ips_filter(
     other = clients(bind_address="127.0.0.2")
     here, there = local_port(local), local_port(other)
 
-    only_local = by_port(ok(reader.read(frozenset({"127.0.0.1"}), timeout=2.0)))
+    only_local = by_port(ok(reader.read(frozenset({"127.0.0.1"}), soon(2.0))))
     assert here in only_local and there not in only_local
     assert only_local[here].client == Endpoint("127.0.0.1", here)
 
-    only_other = by_port(ok(reader.read(frozenset({"127.0.0.2"}), timeout=2.0)))
+    only_other = by_port(ok(reader.read(frozenset({"127.0.0.2"}), soon(2.0))))
     assert set(only_other) == {there}
     assert only_other[there].client == Endpoint("127.0.0.2", there)
 
-    both = by_port(ok(reader.read(frozenset({"127.0.0.2", "::ffff:127.0.0.1"}), timeout=2.0)))
+    both = by_port(ok(reader.read(frozenset({"127.0.0.2", "::ffff:127.0.0.1"}), soon(2.0))))
     assert {here, there} <= set(both)
 
-    assert ok(reader.read(frozenset({"10.9.9.9"}), timeout=2.0)).sessions == ()
+    assert ok(reader.read(frozenset({"10.9.9.9"}), soon(2.0))).sessions == ()
 
-    before = reader.queries_sent
-    view = ok(reader.read(frozenset(), timeout=2.0))
-    assert view.sessions == () and reader.queries_sent - before == 1  # variables only
+    before = reader.counts().queries
+    view = ok(reader.read(frozenset(), soon(2.0)))
+    assert view.sessions == () and reader.counts().queries - before == 1  # variables only
 
 
 def test_one_statement_per_read(
     mariadb: ThrowawayMariaDB, reader: SessionReader, clients: Callable[..., Connection]
 ) -> None:
     clients()
-    ok(reader.read(None, timeout=2.0))  # connects and probes
+    ok(reader.read(None, soon(2.0)))  # connects and probes
     monitor = mariadb.connect()
     try:
         def counters() -> tuple[int, int]:
@@ -210,15 +210,15 @@ def test_one_statement_per_read(
         q1, s1 = counters()
         own_questions, own_selects = (q1 - q0) * 2, (s1 - s0) * 2
         reads = 5
-        sent_before = reader.queries_sent
+        sent_before = reader.counts().queries
         q2, s2 = counters()
         for client_ips in (None, frozenset({"127.0.0.1"})) * 2 + (None,):
-            ok(reader.read(client_ips, timeout=2.0))
+            ok(reader.read(client_ips, soon(2.0)))
         q3, s3 = counters()
     finally:
         monitor.close()
     # Timeouts and processlist in one statement (the packed read, sessions/compact.py).
-    assert reader.queries_sent - sent_before == reads
+    assert reader.counts().queries - sent_before == reads
     assert (q3 - q2) - own_questions // 2 == reads
     assert (s3 - s2) - own_selects // 2 == reads
 
@@ -236,10 +236,10 @@ def test_names_holding_the_separators_fall_back_to_rows(
     try:
         conn = mariadb.connect(database=name)  # root: may use any database
         plain = clients()
-        ok(reader.read(None, timeout=5.0))  # connected
-        before = reader.queries_sent
-        sessions = by_port(ok(reader.read(frozenset({"127.0.0.1"}), timeout=5.0)))
-        sent = reader.queries_sent - before
+        ok(reader.read(None, soon(5.0)))  # connected
+        before = reader.counts().queries
+        sessions = by_port(ok(reader.read(frozenset({"127.0.0.1"}), soon(5.0))))
+        sent = reader.counts().queries - before
         assert sessions[local_port(conn)].db == name
         assert sessions[local_port(conn)].id == thread_id(conn)
         assert sessions[local_port(plain)].db is None
@@ -255,18 +255,18 @@ def test_many_sessions_in_one_packed_row(
 ) -> None:
     # More sessions than the default group_concat_max_len (1 KiB) holds.
     opened = [clients() for _ in range(60)]
-    ok(reader.read(None, timeout=5.0))  # connected
-    before = reader.queries_sent
-    sessions = by_port(ok(reader.read(frozenset({"127.0.0.1"}), timeout=5.0)))
-    assert reader.queries_sent - before == 1
+    ok(reader.read(None, soon(5.0)))  # connected
+    before = reader.counts().queries
+    sessions = by_port(ok(reader.read(frozenset({"127.0.0.1"}), soon(5.0))))
+    assert reader.counts().queries - before == 1
     for conn in opened:
         assert sessions[local_port(conn)].id == thread_id(conn)
         assert sessions[local_port(conn)].command == "Sleep"
 
 
 def test_own_session_wait_timeout_is_raised(reader: SessionReader) -> None:
-    ok(reader.read(None, timeout=2.0))
-    rows = reader.connection.query("SELECT @@session.wait_timeout", timeout=2.0)
+    ok(reader.read(None, soon(2.0)))
+    rows = reader.connection.query("SELECT @@session.wait_timeout", deadline=soon(2.0))
     assert int(rows[0][0]) == OWN_WAIT_TIMEOUT
 
 
@@ -278,15 +278,15 @@ def test_survives_its_own_wait_timeout(
     try:
         mariadb.execute("SET GLOBAL wait_timeout = 2")
         try:
-            first = ok(reader.read(None, timeout=2.0))
+            first = ok(reader.read(None, soon(2.0)))
         finally:
             mariadb.execute(f"SET GLOBAL wait_timeout = {int(original)}")
         assert first.wait_timeout == 2.0
-        rows = reader.connection.query("SELECT @@session.wait_timeout", timeout=2.0)
+        rows = reader.connection.query("SELECT @@session.wait_timeout", deadline=soon(2.0))
         assert int(rows[0][0]) == 2
         time.sleep(3.5)  # the server drops the idle exporter session
         with caplog.at_level(logging.INFO, logger="exporter.sessions"):
-            second = ok(reader.read(None, timeout=5.0))
+            second = ok(reader.read(None, soon(5.0)))
         assert second.own_session_ids != first.own_session_ids
         assert reader.connection.connects == 2
         assert second.durations["connect"] > 0
@@ -296,10 +296,10 @@ def test_survives_its_own_wait_timeout(
 
 
 def test_survives_kill(mariadb: ThrowawayMariaDB, reader: SessionReader) -> None:
-    first = ok(reader.read(None, timeout=2.0))
+    first = ok(reader.read(None, soon(2.0)))
     (own_id,) = first.own_session_ids
     mariadb.execute(f"KILL {own_id}")
-    second = ok(reader.read(None, timeout=5.0))
+    second = ok(reader.read(None, soon(5.0)))
     assert second.own_session_ids != first.own_session_ids
     assert reader.connection.connects == 2
 
@@ -308,11 +308,11 @@ def test_survives_restart(mariadb_factory: MariaDBFactory) -> None:
     server = mariadb_factory()
     reader = make_reader(server)
     try:
-        ok(reader.read(None, timeout=2.0))
+        ok(reader.read(None, soon(2.0)))
         old_pid = server.pid
         server.restart()
         assert server.pid != old_pid
-        view = ok(reader.read(None, timeout=5.0))
+        view = ok(reader.read(None, soon(5.0)))
         assert reader.connection.connects == 2
         assert view.sessions == ()
     finally:
@@ -326,13 +326,13 @@ def test_down_and_up_logged_once_each(
     reader = make_reader(server)
     try:
         with caplog.at_level(logging.INFO, logger="exporter.sessions.reader"):
-            ok(reader.read(None, timeout=2.0))
-            ok(reader.read(None, timeout=2.0))
+            ok(reader.read(None, soon(2.0)))
+            ok(reader.read(None, soon(2.0)))
             server.stop()
-            down = [reader.read(None, timeout=2.0) for _ in range(3)]
+            down = [reader.read(None, soon(2.0)) for _ in range(3)]
             server.start()
-            ok(reader.read(None, timeout=5.0))
-            ok(reader.read(None, timeout=2.0))
+            ok(reader.read(None, soon(5.0)))
+            ok(reader.read(None, soon(2.0)))
         for view in down:
             assert not view.ok
             assert view.error is not None and "cannot connect" in view.error
@@ -349,16 +349,16 @@ def test_hung_server_times_out_and_reads_do_not_queue(mariadb_factory: MariaDBFa
     server = mariadb_factory()
     reader = make_reader(server)
     try:
-        ok(reader.read(None, timeout=2.0))
+        ok(reader.read(None, soon(2.0)))
         server.pause()
         results: list[ServerView] = []
         started = time.monotonic()
         worker = threading.Thread(
-            target=lambda: results.append(reader.read(None, timeout=1.5)))
+            target=lambda: results.append(reader.read(None, soon(1.5))))
         worker.start()
         time.sleep(0.2)
         t0 = time.monotonic()
-        busy = reader.read(None, timeout=1.5)
+        busy = reader.read(None, soon(1.5))
         assert time.monotonic() - t0 < 0.1
         assert not busy.ok and busy.error == BUSY
         worker.join(5)
@@ -367,7 +367,7 @@ def test_hung_server_times_out_and_reads_do_not_queue(mariadb_factory: MariaDBFa
         assert not hung.ok and hung.error is not None and "timed out" in hung.error
         assert 1.4 < elapsed < 2.5, elapsed
         server.resume()
-        ok(reader.read(None, timeout=5.0))
+        ok(reader.read(None, soon(5.0)))
     finally:
         server.resume()
         reader.close()
@@ -376,10 +376,10 @@ def test_hung_server_times_out_and_reads_do_not_queue(mariadb_factory: MariaDBFa
 def test_close_breaks_off_a_hung_read(mariadb_factory: MariaDBFactory) -> None:
     server = mariadb_factory()
     reader = make_reader(server)
-    ok(reader.read(None, timeout=2.0))
+    ok(reader.read(None, soon(2.0)))
     server.pause()
     results: list[ServerView] = []
-    worker = threading.Thread(target=lambda: results.append(reader.read(None, timeout=10.0)))
+    worker = threading.Thread(target=lambda: results.append(reader.read(None, soon(10.0))))
     worker.start()
     time.sleep(0.2)
     started = time.monotonic()
@@ -387,7 +387,7 @@ def test_close_breaks_off_a_hung_read(mariadb_factory: MariaDBFactory) -> None:
     worker.join(5)
     assert time.monotonic() - started < 1.0
     assert results and not results[0].ok
-    after = reader.read(None, timeout=1.0)
+    after = reader.read(None, soon(1.0))
     assert not after.ok and after.error == "reader closed"
 
 
@@ -396,7 +396,7 @@ def test_wrong_password(mariadb: ThrowawayMariaDB, caplog: pytest.LogCaptureFixt
     reader = SessionReader("t", mariadb.host, mariadb.port, Credentials("exporter", secret))
     try:
         with caplog.at_level(logging.DEBUG):
-            view = reader.read(None, timeout=2.0)
+            view = reader.read(None, soon(2.0))
     finally:
         reader.close()
     assert not view.ok
@@ -416,7 +416,7 @@ def test_user_without_process_sees_only_its_own(
         own_other = clients(user=plain.user, password=plain.password)
         reader = make_reader(mariadb, plain)
         try:
-            view = ok(reader.read(None, timeout=2.0))
+            view = ok(reader.read(None, soon(2.0)))
         finally:
             reader.close()
         assert view.full_view is False
@@ -436,7 +436,7 @@ def test_process_through_a_role_counts(mariadb_factory: MariaDBFactory) -> None:
     server.execute("SET DEFAULT ROLE monitoring FOR 'viarole'@'%'")
     reader = make_reader(server, user)
     try:
-        assert ok(reader.read(None, timeout=2.0)).full_view is True
+        assert ok(reader.read(None, soon(2.0))).full_view is True
     finally:
         reader.close()
 
@@ -453,8 +453,8 @@ def test_performance_schema_source(mariadb_factory: MariaDBFactory) -> None:
     try:
         for conn in conns:
             run(conn, "SELECT 1")
-        ps_view = ok(ps_reader.read(None, timeout=2.0))
-        is_view = ok(is_reader.read(None, timeout=2.0))
+        ps_view = ok(ps_reader.read(None, soon(2.0)))
+        is_view = ok(is_reader.read(None, soon(2.0)))
         assert ps_view.source == "performance_schema.threads"
         assert is_view.source == "information_schema"
 
@@ -471,9 +471,9 @@ def test_performance_schema_source(mariadb_factory: MariaDBFactory) -> None:
             assert session.id == thread_id(conn) and session.sleeping
         assert ps_view.own_session_ids.isdisjoint({s.id for s in ps_view.sessions})
 
-        filtered = by_port(ok(ps_reader.read(frozenset({"127.0.0.2"}), timeout=2.0)))
+        filtered = by_port(ok(ps_reader.read(frozenset({"127.0.0.2"}), soon(2.0))))
         assert set(filtered) == {local_port(conns[1])}
-        filtered = by_port(ok(ps_reader.read(frozenset({"127.0.0.1"}), timeout=2.0)))
+        filtered = by_port(ok(ps_reader.read(frozenset({"127.0.0.1"}), soon(2.0))))
         assert set(filtered) >= {local_port(conns[0]), local_port(conns[2])}
         assert local_port(conns[1]) not in filtered
     finally:
@@ -486,7 +486,7 @@ def test_performance_schema_source(mariadb_factory: MariaDBFactory) -> None:
 def test_performance_schema_preferred_but_off(mariadb: ThrowawayMariaDB) -> None:
     reader = make_reader(mariadb, prefer="performance_schema")
     try:
-        view = reader.read(None, timeout=2.0)
+        view = reader.read(None, soon(2.0))
     finally:
         reader.close()
     assert not view.ok
@@ -500,9 +500,9 @@ def test_name_resolving_server_shows_localhost(mariadb_factory: MariaDBFactory) 
     reader = make_reader(server)
     try:
         port = local_port(conn)
-        view = ok(reader.read(frozenset({"127.0.0.1"}), timeout=2.0))
+        view = ok(reader.read(frozenset({"127.0.0.1"}), soon(2.0)))
         assert by_port(view)[port].client == Endpoint("localhost", port)
-        assert ok(reader.read(frozenset({"127.0.0.2"}), timeout=2.0)).sessions == ()
+        assert ok(reader.read(frozenset({"127.0.0.2"}), soon(2.0))).sessions == ()
     finally:
         conn.close()
         reader.close()
@@ -511,11 +511,11 @@ def test_name_resolving_server_shows_localhost(mariadb_factory: MariaDBFactory) 
 def test_read_is_fast(reader: SessionReader, clients: Callable[..., Connection]) -> None:
     for _ in range(20):
         clients()
-    ok(reader.read(None, timeout=2.0))
+    ok(reader.read(None, soon(2.0)))
     timings = []
     for _ in range(20):
         started = time.perf_counter()
-        view = ok(reader.read(frozenset({"127.0.0.1"}), timeout=2.0))
+        view = ok(reader.read(frozenset({"127.0.0.1"}), soon(2.0)))
         timings.append(time.perf_counter() - started)
         assert len(view.sessions) >= 20
     timings.sort()

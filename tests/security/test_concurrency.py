@@ -18,11 +18,10 @@ from typing import Any
 import pymysql
 import pytest
 
-from tests.conftest import MariaDBFactory
-from tests.faults.common import states, summary
-from tests.security.common import PASSWORD_ENV, alive, exporter_for
+from tests.support.canary import PASSWORD_ENV, alive, exporter_for
 from tests.support.exporter_process import ExporterProcess, Metrics, Worker, parse
-from tests.support.mariadb import ThrowawayMariaDB
+from tests.support.mariadb import MariaDBFactory, ThrowawayMariaDB
+from tests.support.scrapes import states, summary
 
 pytestmark = pytest.mark.mariadb
 

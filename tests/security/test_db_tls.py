@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MariaDBFactory
-from tests.faults.common import wait_for
-from tests.security.common import PASSWORD_ENV, alive, exporter_for, write_my_cnf
+from tests.support.canary import PASSWORD_ENV, alive, exporter_for, write_my_cnf
 from tests.support.exporter_process import ExporterProcess
-from tests.support.mariadb import ThrowawayMariaDB
+from tests.support.mariadb import MariaDBFactory, ThrowawayMariaDB
+from tests.support.scrapes import wait_for
 
 pytestmark = pytest.mark.mariadb
 

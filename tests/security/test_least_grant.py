@@ -14,11 +14,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import MariaDBFactory
-from tests.faults.common import states, summary, wait_for
-from tests.security.common import PASSWORD_ENV, alive, exporter_for
+from tests.support.canary import PASSWORD_ENV, alive, exporter_for
 from tests.support.exporter_process import ExporterProcess, Metrics, Worker
-from tests.support.mariadb import ThrowawayMariaDB
+from tests.support.mariadb import MariaDBFactory, ThrowawayMariaDB
+from tests.support.scrapes import states, summary, wait_for
 
 pytestmark = pytest.mark.mariadb
 

@@ -31,9 +31,8 @@ from exporter.sessions.credentials import (
 )
 from exporter.sessions.reader import SessionReader
 from exporter.throwaway import free_port
-from tests.conftest import MariaDBFactory
-from tests.faults.common import wait_for
-from tests.security.common import (
+from tests.support.builders import soon
+from tests.support.canary import (
     CANARY,
     OPENMETRICS,
     PASSWORD_ENV,
@@ -45,7 +44,8 @@ from tests.security.common import (
     write_my_cnf,
 )
 from tests.support.exporter_process import ExporterProcess, Metrics, Worker
-from tests.support.mariadb import ThrowawayMariaDB
+from tests.support.mariadb import MariaDBFactory, ThrowawayMariaDB
+from tests.support.scrapes import wait_for
 
 pytestmark = pytest.mark.mariadb
 
@@ -241,7 +241,7 @@ def connect_error(creds: Credentials, port: int, timeout: float = 3.0) -> Server
     connection = ServerConnection("127.0.0.1", port, creds)
     try:
         with pytest.raises(ServerError) as caught:
-            connection.connect(timeout=timeout)
+            connection.connect(soon(timeout))
     finally:
         connection.close()
     return caught.value
@@ -262,7 +262,7 @@ def test_connection_errors_and_read_errors_never_show_the_password(
     errors["server down"] = connect_error(creds, down)
     for name, port in (("server down", down), ("wrong password", db.port)):
         failing = SessionReader("t", "127.0.0.1", port, creds)
-        views[name] = failing.read(None, 2.0).error
+        views[name] = failing.read(None, soon(2.0)).error
         failing.close()
 
     # TLS asked for, the server has none: PyMySQL refuses before sending anything.
@@ -280,15 +280,15 @@ def test_connection_errors_and_read_errors_never_show_the_password(
     right.create_user(USER, grants=("PROCESS",), password=CANARY)
     reader = SessionReader("t", "127.0.0.1", right.port, creds)
     try:
-        assert reader.read(None, 3.0).ok
+        assert reader.read(None, soon(3.0)).ok
         assert right.pid is not None
         os.kill(right.pid, signal.SIGKILL)
         time.sleep(0.2)
-        view = reader.read(None, 2.0)
+        view = reader.read(None, soon(2.0))
         assert not view.ok
         views["killed mid-run"] = view.error
         with pytest.raises(ServerError) as caught:
-            reader.connection.query("SELECT 1", timeout=2.0)
+            reader.connection.query("SELECT 1", deadline=soon(2.0))
         errors["query after the kill"] = caught.value
     finally:
         reader.close()
@@ -298,9 +298,9 @@ def test_connection_errors_and_read_errors_never_show_the_password(
     paused.create_user(USER, grants=("PROCESS",), password=CANARY)
     hung = SessionReader("t", "127.0.0.1", paused.port, creds)
     try:
-        assert hung.read(None, 3.0).ok
+        assert hung.read(None, soon(3.0)).ok
         paused.pause()
-        views["hung server"] = hung.read(None, 0.5).error
+        views["hung server"] = hung.read(None, soon(0.5)).error
     finally:
         paused.resume()
         hung.close()

@@ -24,9 +24,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.conftest import MariaDBFactory
-from tests.faults.common import states, summary
-from tests.security.common import (
+from tests.support.canary import (
     PASSWORD_ENV,
     ProcessSample,
     alive,
@@ -34,7 +32,8 @@ from tests.security.common import (
     sample_process,
 )
 from tests.support.exporter_process import ExporterProcess, Metrics, parse
-from tests.support.mariadb import ThrowawayMariaDB
+from tests.support.mariadb import MariaDBFactory, ThrowawayMariaDB
+from tests.support.scrapes import states, summary
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.soak, pytest.mark.timeout(400)]
 

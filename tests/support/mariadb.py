@@ -13,7 +13,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,3 +152,7 @@ class ThrowawayMariaDB(throwaway.ThrowawayMariaDB):
             row = cursor.fetchone()
         assert row is not None, name
         return int(row[1])
+
+
+MariaDBFactory = Callable[..., ThrowawayMariaDB]
+"""The ``mariadb_factory`` fixture: ``mariadb_factory(*extra_args, monitor_user=True)``."""

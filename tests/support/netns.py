@@ -44,6 +44,7 @@ import socket
 import subprocess
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pymysql
@@ -437,3 +438,17 @@ class NsExporterProcess(ExporterProcess):
             return response.status, response.read().decode()
         finally:
             connection.close()
+
+
+@dataclass
+class NetnsServer:
+    """A MariaDB in its own namespace (``pair.server_ns``) with the users of
+    tests.support.scrapes.create_users, whose password is ``password``."""
+
+    pair: NetnsPair
+    db: NamespacedMariaDB
+    password: str
+
+    @property
+    def target(self) -> str:
+        return f"{self.db.host}:{self.db.port}"

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.collector import IDLE_BUCKETS, Snapshot, SnapshotCollector, histogram_buckets
-from exporter.correlate import Memory, Settings, correlate
-from exporter.model import ALL_STATES, TcpState
-from tests.unit.test_correlate import NOW, sess, sock, view
+from exporter.collector import IDLE_BUCKETS, SnapshotCollector, histogram_buckets
+from exporter.correlate import Memory
+from exporter.model import ALL_STATES, ServerView, Settings, Snapshot, Socket, TcpState
+from tests.support.builders import NOW, correlate_sockets, report, sess, sock, view
 
 
 def render(snapshot: Snapshot) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -23,11 +25,12 @@ def render(snapshot: Snapshot) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
     return samples
 
 
-def snapshot_of(sockets, server, *, top: int = 20, settings: Settings | None = None) -> Snapshot:
-    snap, _ = correlate("db:3306", sockets, server, settings or Settings(risk_headroom=60),
-                        Memory(), NOW)
-    return Snapshot(targets=(snap,), top_sessions=top,
-                    durations={"db:3306": {"sockets": 0.01, "server": 0.02}})
+def snapshot_of(sockets: list[Socket], server: ServerView, *, top: int = 20,
+                settings: Settings | None = None) -> Snapshot:
+    snap, _ = correlate_sockets("db:3306", sockets, server,
+                                settings or Settings(risk_headroom=60), Memory(), NOW)
+    return Snapshot(reports=(report(snap, top, durations={"sockets": 0.01, "server": 0.02}),),
+                    top_sessions=top)
 
 
 def value(samples, name: str, **labels: str) -> float:
@@ -127,8 +130,7 @@ def test_labels_with_quotes_newlines_and_unicode_render_in_both_formats() -> Non
 
 def test_only_keeps_one_target() -> None:
     snap = snapshot_of([sock(5000)], view(sess(1, 5000)))
-    other = snap.targets[0].__class__(**{**{f: getattr(snap.targets[0], f) for f in
-                                            snap.targets[0].__slots__}, "target": "other:3306"})
-    both = Snapshot(targets=(snap.targets[0], other))
+    other = dataclasses.replace(snap.targets[0], target="other:3306")
+    both = Snapshot(reports=(snap.reports[0], report(other)))
     only = both.only("other:3306")
     assert [t.target for t in only.targets] == ["other:3306"]

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from exporter.cli import build_engine
+from exporter.cli import build_exporter
 from exporter.config import UsageError, parse_config
 
 
@@ -29,13 +29,22 @@ def test_fleet_fresh_interval(value: str, seconds: float) -> None:
     assert config.fleet_fresh_interval == seconds
 
 
-def test_fleet_fresh_interval_reaches_the_engine() -> None:
+def test_fleet_fresh_interval_reaches_the_fleet_server() -> None:
     config = parse_config(["--fleet.serve", "--mysql.user=u", "--fleet.fresh-interval=250ms"])
-    engine = build_engine(config, {"MYSQL_IDLE_EXPORTER_PASSWORD": "pw"})
+    exporter = build_exporter(config, {"MYSQL_IDLE_EXPORTER_PASSWORD": "pw"})
     try:
-        assert engine.fleet_fresh_interval == 0.25
+        assert exporter.fleet is not None and exporter.fleet.fresh_interval == 0.25
     finally:
-        engine.close()
+        exporter.close()
+
+
+def test_no_fleet_server_unless_asked_for() -> None:
+    exporter = build_exporter(parse_config(["--mysql.user=u"]),
+                              {"MYSQL_IDLE_EXPORTER_PASSWORD": "pw"})
+    try:
+        assert exporter.fleet is None
+    finally:
+        exporter.close()
 
 
 def test_fleet_fresh_interval_is_checked_against_the_scrape_timeout_only_when_serving() -> None:

@@ -1,20 +1,27 @@
-"""The engine starts a due server read before the socket dump, and only where it is safe."""
+"""The engine starts a due server read before the socket dump, and only where it is safe.
+
+Ordering is observed with events, not timing: a read records whether the dump had ended
+when it began (a read after the dump is the collection's own; one before is early), and a
+dump that expects an early read waits (until the deadline) for one to begin before it
+ends."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.collector import SnapshotCollector
-from exporter.correlate import Settings
-from exporter.engine import Engine, WatchedTarget
-from exporter.model import ServerView, Session, Socket, State
+from exporter.deadline import Deadline
+from exporter.engine import Engine
+from exporter.model import ReadCounts, ServerView, Session, Settings, Snapshot, Socket, State
+from exporter.planner import ReadPolicy
 from exporter.summary import summarise
-from tests.unit.test_correlate import DB, sess, sock, view
-from tests.unit.test_engine import Reading
+from exporter.target import Target
+from tests.support.builders import DB, sess, sock, view
+from tests.support.fakes import FakeClock, Reading
 
 
 class Server:
@@ -23,18 +30,16 @@ class Server:
     def __init__(self, *sessions: Session) -> None:
         self.sessions = list(sessions)
         self.read_started = threading.Event()
+        self.dumped = threading.Event()
         self.reads = 0
         self.asked: list[frozenset[str] | None] = []
-        self.read_spans: list[tuple[float, float]] = []
-        self.dump_spans: list[tuple[float, float]] = []
+        # Per read, in order: whether it began before the collection's dump ended.
+        self.early: list[bool] = []
+        self.lock = threading.Lock()
 
-    def overlapped(self) -> list[bool]:
-        """Per read, in order: whether it ran while a socket dump did."""
-        return [
-            any(start < dump_end and end > dump_start
-                for dump_start, dump_end in self.dump_spans)
-            for start, end in self.read_spans
-        ]
+    def new_collection(self) -> None:
+        self.read_started.clear()
+        self.dumped.clear()
 
 
 class DirectSessions:
@@ -42,19 +47,20 @@ class DirectSessions:
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.queries_sent = 0
 
-    def read(self, client_ips, timeout: float, *, fresh: bool = False) -> ServerView:
+    def read(self, client_ips: frozenset[str] | None, deadline: Deadline, *,
+             fresh: bool = False) -> ServerView:
         server = self.server
-        seen = tuple(server.sessions)  # the server's list as the read starts
-        server.reads += 1
-        server.asked.append(client_ips)
-        self.queries_sent += 1
-        started = time.monotonic()
+        with server.lock:
+            seen = tuple(server.sessions)  # the server's list as the read starts
+            server.reads += 1
+            server.asked.append(client_ips)
+            server.early.append(not server.dumped.is_set())
         server.read_started.set()
-        time.sleep(0.05)  # the server builds and sends its list
-        server.read_spans.append((started, time.monotonic()))
-        return view(*seen, read_at=time.monotonic())
+        return view(*seen, read_at=deadline.now())
+
+    def counts(self) -> ReadCounts:
+        return ReadCounts(reads=self.server.reads)
 
     def close(self) -> None:
         pass
@@ -65,44 +71,52 @@ class CachedSessions(DirectSessions):
 
 
 class Dump:
-    """The kernel's socket table. Waits briefly for a read to start, so that a read the
-    engine started early shows as overlapping; `during` runs while the dump is under way."""
+    """The kernel's socket table. With ``expect_read`` it waits for a read to begin before
+    it ends (an early read must); ``during`` runs once it has."""
 
     def __init__(self, server: Server, sockets: list[Socket]) -> None:
         self.server = server
         self.sockets = sockets
-        self.during: list[object] = []
+        self.expect_read = False
+        self.during: list[Callable[[], None]] = []
 
-    def read(self) -> Reading:
-        started = time.monotonic()
-        self.server.read_started.clear()
-        self.server.read_started.wait(0.5)
+    def read(self, deadline: Deadline) -> Reading:
+        if self.expect_read:
+            assert self.server.read_started.wait(deadline.remaining()), "no early read began"
         while self.during:
-            self.during.pop()()  # type: ignore[operator]
-        self.server.dump_spans.append((started, time.monotonic()))
+            self.during.pop()()
+        with self.server.lock:
+            self.server.dumped.set()
         return Reading(tuple(self.sockets))
 
 
-def make(sessions_type: type[DirectSessions], interval: float = 0.0):
+def make(sessions_type: type[DirectSessions], interval: float = 0.0
+         ) -> tuple[Engine, Server, Dump, FakeClock]:
     server = Server(sess(1, 5000), sess(2, 5001))
     dump = Dump(server, [sock(5000, idle=3), sock(5001, idle=4)])
-    target = WatchedTarget("db:3306", DB.ip, DB.port, sessions_type(server),
-                           resolver=lambda host: frozenset({DB.ip}))
-    engine = Engine([target], dump, Settings(risk_headroom=60), server_interval=interval)
-    return engine, server, dump
+    clock = FakeClock()
+    engine = Engine([Target("db:3306", DB.ip, DB.port, sessions_type(server))], dump,
+                    ReadPolicy(interval, Settings(risk_headroom=60)), clock=clock)
+    return engine, server, dump, clock
+
+
+def collect(engine: Engine, server: Server, clock: FakeClock) -> Snapshot:
+    server.new_collection()
+    snapshot = asyncio.run(engine.collect(Deadline.after(5.0, clock)))
+    clock.advance(1.0)
+    return snapshot
 
 
 def test_a_due_read_runs_during_the_socket_dump_once_connections_are_known() -> None:
-    engine, server, _dump = make(DirectSessions)
-
-    async def run():
-        return [await engine.collect(5) for _ in range(5)]
-
-    snapshots = asyncio.run(run())
+    engine, server, dump, clock = make(DirectSessions)
+    snapshots = []
+    for expected_early in (False, False, True, True, True):
+        dump.expect_read = expected_early
+        snapshots.append(collect(engine, server, clock))
     engine.close()
     # First: nothing read yet. Second: every connection is newer than the (first) read.
     # From then on the read starts before the dump ends, still one read per collection.
-    assert server.overlapped() == [False, False, True, True, True]
+    assert server.early == [False, False, True, True, True]
     assert server.reads == 5
     assert server.asked[2:] == [frozenset({"10.0.0.9"})] * 3
     for snapshot in snapshots:
@@ -110,64 +124,55 @@ def test_a_due_read_runs_during_the_socket_dump_once_connections_are_known() -> 
 
 
 def test_a_connection_newer_than_the_early_read_gets_a_read_after_the_dump() -> None:
-    engine, server, dump = make(DirectSessions)
+    engine, server, dump, clock = make(DirectSessions)
 
     def connect() -> None:
         # Established while the dump runs, after the early read took the server's list.
         server.sessions.append(sess(3, 5002))
         dump.sockets.append(sock(5002, idle=0.1))
 
-    async def run():
-        for _ in range(3):
-            await engine.collect(5)
-        before = server.reads
-        dump.during.append(connect)
-        snapshot = await engine.collect(5)
-        return snapshot, server.reads - before
-
-    snapshot, reads = asyncio.run(run())
+    for expected_early in (False, False, True):
+        dump.expect_read = expected_early
+        collect(engine, server, clock)
+    before = server.reads
+    dump.expect_read = True
+    dump.during.append(connect)
+    snapshot = collect(engine, server, clock)
     engine.close()
-    assert server.overlapped()[-2:] == [True, False]
+    assert server.early[-2:] == [True, False]
     # The early read could not know the new connection: read again, after the dump. Used
     # as it was, it would have made the new connection a phantom.
-    assert reads == 2
+    assert server.reads - before == 2
     states = {i.socket.local.port: i.state for i in snapshot.targets[0].items}
     assert states == {5000: State.IDLE, 5001: State.IDLE, 5002: State.IDLE}
 
 
 def test_no_early_read_while_the_interval_holds_or_for_cached_sources() -> None:
-    engine, server, _dump = make(DirectSessions, interval=30.0)
-
-    async def run():
-        for _ in range(4):
-            await engine.collect(5)
-
-    asyncio.run(run())
+    engine, server, _dump, clock = make(DirectSessions, interval=30.0)
+    for _ in range(4):
+        collect(engine, server, clock)
     engine.close()
-    assert server.overlapped() == [False]
+    assert server.early == [False]
 
-    engine, server, _dump = make(CachedSessions)
-    asyncio.run(run())
+    engine, server, _dump, clock = make(CachedSessions)
+    for _ in range(4):
+        collect(engine, server, clock)
     engine.close()
-    assert server.overlapped() == [False] * 4
+    assert server.early == [False] * 4
 
 
 def test_the_summary_is_made_with_the_collection_and_renders_the_same() -> None:
-    engine, _server, _dump = make(DirectSessions)
-    snapshot = asyncio.run(engine.collect(5))
+    engine, server, _dump, clock = make(DirectSessions)
+    snapshot = collect(engine, server, clock)
     engine.close()
-    target = snapshot.targets[0]
-    assert snapshot.summaries[target.target] == summarise(target, snapshot.top_sessions)
+    report = snapshot.reports[0]
+    assert report.summary == summarise(report.snapshot, snapshot.top_sessions)
 
-    def render(snap) -> bytes:
+    def render(snap: Snapshot) -> bytes:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(SnapshotCollector(snap, include_build_info=False))
         return generate_latest(registry)
 
-    without = type(snapshot)(targets=snapshot.targets, durations=snapshot.durations,
-                             counters=snapshot.counters, collections=snapshot.collections,
-                             top_sessions=snapshot.top_sessions)
-    assert render(snapshot) == render(without)
     assert b'mysql_idle_sessions{process="worker",state="idle",target="db:3306"} 2.0' in (
         render(snapshot)
     )

@@ -13,21 +13,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.correlate import Settings
-from exporter.engine import Engine, WatchedTarget
-from exporter.fleet import (
-    DEFAULT_FRESH_INTERVAL_SECONDS,
-    FleetFormatError,
-    FleetSessionSource,
-    decode_view,
-    encode_view,
-)
+from exporter.deadline import Deadline
+from exporter.fleet import DEFAULT_FRESH_INTERVAL_SECONDS
+from exporter.fleet.wire import FleetFormatError, decode_view, encode_view
 from exporter.model import Endpoint, Flavor, ServerView, Session, State
+from exporter.sessions.fleet_client import FleetSessionSource
 from exporter.web.app import WebOptions, build_app
 from exporter.web.config import BasicAuth, WebConfig
-from tests.unit.test_correlate import DB, sess, sock, view
-from tests.unit.test_engine import FakeSessions, FakeSockets
-from tests.unit.test_web import serve
+from tests.support.builders import sess, sock, view
+from tests.support.fakes import FakeSessions, fake_engine, fleet_exporter, reading
+from tests.support.web import serve
+
+
+def soon(seconds: float = 5.0) -> Deadline:
+    return Deadline.after(seconds)
 
 texts = st.text(max_size=40)
 sessions = st.builds(
@@ -70,33 +69,25 @@ def test_bad_documents_are_refused(document: object) -> None:
 
 
 def test_a_sidecar_engine_reads_through_a_standalone_fleet_exporter() -> None:
-    database = FakeSessions(lambda: view(sess(1, 5000), sess(2, 6000, ip="10.0.0.77"),
-                                         read_at=time.monotonic()))
-    standalone = Engine(
-        [WatchedTarget("db:3306", DB.ip, DB.port, database,
-                       resolver=lambda h: frozenset({DB.ip}))],
-        FakeSockets([]), Settings(), server_interval=30,
-    )
+    database = FakeSessions(reading(sess(1, 5000), sess(2, 6000, ip="10.0.0.77")))
+    standalone = fleet_exporter(database, interval=30)
     hashed = bcrypt.hashpw(b"fleet-pw", bcrypt.gensalt(rounds=4))
-    options = WebOptions(fleet=True, config=WebConfig(basic_auth=BasicAuth({"sidecar": hashed})))
+    options = WebOptions(config=WebConfig(basic_auth=BasicAuth({"sidecar": hashed})))
 
     async def scenario():
-        runner, port = await serve(build_app(standalone, options))
+        runner, port = await serve(build_app(standalone.engine, options, standalone.fleet))
         base = f"http://127.0.0.1:{port}"
         sidecars = [
-            Engine([WatchedTarget("db:3306", DB.ip, DB.port,
-                                  FleetSessionSource(base, "db:3306", user="sidecar",
-                                                     password="fleet-pw"),
-                                  resolver=lambda h: frozenset({DB.ip}))],
-                   FakeSockets([sock(5000)]), Settings(risk_headroom=60), server_interval=0)
+            fake_engine({"db:3306": FleetSessionSource(base, "db:3306", user="sidecar",
+                                                       password="fleet-pw")}, [sock(5000)])
             for _ in range(20)
         ]
         wrong = FleetSessionSource(base, "db:3306", user="sidecar", password="nope")
         unknown = FleetSessionSource(base, "elsewhere:3306", user="sidecar", password="fleet-pw")
         try:
-            snapshots = await asyncio.gather(*(e.collect(5) for e in sidecars))
-            denied = await asyncio.to_thread(wrong.read, frozenset({"10.0.0.9"}), 5)
-            refused = await asyncio.to_thread(unknown.read, frozenset({"10.0.0.9"}), 5)
+            snapshots = await asyncio.gather(*(e.collect(soon()) for e in sidecars))
+            denied = await asyncio.to_thread(wrong.read, frozenset({"10.0.0.9"}), soon())
+            refused = await asyncio.to_thread(unknown.read, frozenset({"10.0.0.9"}), soon())
         finally:
             await runner.cleanup()
             for e in sidecars:
@@ -111,7 +102,7 @@ def test_a_sidecar_engine_reads_through_a_standalone_fleet_exporter() -> None:
         assert [i.state for i in target.items] == [State.IDLE]
         # Each sidecar received only its own address's sessions.
         assert [s.id for s in target.server.sessions] == [1]
-        assert snap.counters["db:3306"].queries == 0
+        assert snap.reports[0].counts.queries == 0
     # Twenty sidecars with connections no read has seen: each asks for a fresh read; they
     # share the first, or (asking after it started) one more, never twenty.
     assert database.reads <= 2
@@ -120,15 +111,13 @@ def test_a_sidecar_engine_reads_through_a_standalone_fleet_exporter() -> None:
 
 
 def test_fleet_endpoint_is_off_unless_asked_for() -> None:
-    engine = Engine([WatchedTarget("db:3306", DB.ip, DB.port, FakeSessions(lambda: view()),
-                                   resolver=lambda h: frozenset({DB.ip}))],
-                    FakeSockets([]), Settings())
+    engine = fake_engine({"db:3306": FakeSessions(reading())})
 
     async def scenario():
         runner, port = await serve(build_app(engine, WebOptions()))
         try:
             source = FleetSessionSource(f"http://127.0.0.1:{port}", "db:3306")
-            return await asyncio.to_thread(source.read, frozenset(), 5)
+            return await asyncio.to_thread(source.read, frozenset(), soon())
         finally:
             await runner.cleanup()
             engine.close()
@@ -141,7 +130,7 @@ def test_unreachable_fleet_exporter_is_a_clean_failure() -> None:
     from exporter.throwaway import free_port
 
     source = FleetSessionSource(f"http://127.0.0.1:{free_port()}", "db:3306")
-    result = source.read(frozenset({"10.0.0.9"}), 2)
+    result = source.read(frozenset({"10.0.0.9"}), soon(2))
     assert not result.ok and result.error and result.error.startswith("fleet:")
 
 
@@ -152,7 +141,7 @@ def test_fleet_url_must_be_http() -> None:
 
 def test_credentials_never_leave_in_the_error() -> None:
     source = FleetSessionSource("http://127.0.0.1:9/", "db:3306", user="u", password="pw-123")
-    result = source.read(None, 1)
+    result = source.read(None, soon(1))
     assert "pw-123" not in repr(result)
     assert base64.b64encode(b"u:pw-123").decode() not in repr(result)
 
@@ -163,35 +152,29 @@ def test_a_new_connection_gets_a_fresh_fleet_read_not_a_cached_one() -> None:
     """The fleet exporter's cached read cannot know a connection made after it: the sidecar
     asks for a fresh read, and sees the new session matched instead of a phantom."""
     present = [sess(1, 5000)]
-    database = FakeSessions(lambda: view(*present, read_at=time.monotonic()))
-    standalone = Engine(
-        [WatchedTarget("db:3306", DB.ip, DB.port, database,
-                       resolver=lambda h: frozenset({DB.ip}))],
-        FakeSockets([]), Settings(), server_interval=30,
-    )
-    sockets = FakeSockets([sock(5000)])
+    database = FakeSessions(lambda deadline: view(*present, read_at=deadline.now()))
+    standalone = fleet_exporter(database, interval=30)
 
     async def scenario():
-        runner, port = await serve(build_app(standalone, WebOptions(fleet=True)))
-        sidecar = Engine(
-            [WatchedTarget("db:3306", DB.ip, DB.port,
-                           FleetSessionSource(f"http://127.0.0.1:{port}", "db:3306"),
-                           resolver=lambda h: frozenset({DB.ip}))],
-            sockets, Settings(risk_headroom=60), server_interval=30,
+        runner, port = await serve(build_app(standalone.engine, WebOptions(), standalone.fleet))
+        sidecar = fake_engine(
+            {"db:3306": FleetSessionSource(f"http://127.0.0.1:{port}", "db:3306")},
+            [sock(5000)], interval=30,
         )
+        sockets = sidecar._sockets
         try:
-            first = await sidecar.collect(5)
-            again = await sidecar.collect(5)  # nothing new: no request, no read
+            first = await sidecar.collect(soon())
+            again = await sidecar.collect(soon())  # nothing new: no request, no read
             reads_before = database.reads
             present.append(sess(2, 5001))
-            sockets.sockets = [sock(5000), sock(5001)]
+            sockets.sockets = [sock(5000), sock(5001)]  # type: ignore[attr-defined]
             started = time.monotonic()
-            fresh = await sidecar.collect(5)
+            fresh = await sidecar.collect(soon())
             waited = time.monotonic() - started
             # Interval not elapsed, nothing new: the standalone's cache answers.
             cached = await asyncio.to_thread(
                 FleetSessionSource(f"http://127.0.0.1:{port}", "db:3306").read,
-                frozenset({"10.0.0.9"}), 5)
+                frozenset({"10.0.0.9"}), soon())
         finally:
             await runner.cleanup()
             sidecar.close()
@@ -213,27 +196,24 @@ def test_fresh_fleet_requests_share_reads_spaced_by_the_interval(
         interval: float | None) -> None:
     """Bursts of fresh requests: one read per burst, the reads --fleet.fresh-interval apart
     (None: the default, 1 s)."""
-    database = FakeSessions(lambda: view(sess(1, 5000), read_at=time.monotonic()))
-    options = {} if interval is None else {"fleet_fresh_interval": interval}
-    standalone = Engine(
-        [WatchedTarget("db:3306", DB.ip, DB.port, database,
-                       resolver=lambda h: frozenset({DB.ip}))],
-        FakeSockets([]), Settings(), server_interval=30, **options,
-    )
+    database = FakeSessions(reading(sess(1, 5000)))
+    options = {} if interval is None else {"fresh_interval": interval}
+    fleet = fleet_exporter(database, interval=30, **options).fleet  # type: ignore[arg-type]
+    assert fleet is not None
 
     async def scenario():
         starts = []
         for _ in range(3):
             reads = await asyncio.gather(
-                *(standalone.fleet_read("db:3306", 5, fresh=True) for _ in range(50)))
+                *(fleet.read("db:3306", soon(), fresh=True) for _ in range(50)))
             assert all(r.view.ok for r in reads)
-            starts.append(standalone._targets[0].fleet_started_at)
-        standalone.close()
+            starts.append(fleet._served["db:3306"].started_at)
+        fleet.close()
         return starts
 
     starts = asyncio.run(scenario())
     gap = DEFAULT_FRESH_INTERVAL_SECONDS if interval is None else interval
-    assert standalone.fleet_fresh_interval == gap
+    assert fleet.fresh_interval == gap
     # 150 fresh requests in three bursts: three reads, at least the interval apart, and
     # (the bursts follow each other at once) not much more.
     assert database.reads == 3

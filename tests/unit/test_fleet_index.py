@@ -12,16 +12,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter import engine as engine_module
-from exporter.correlate import Settings
-from exporter.engine import Engine, WatchedTarget
-from exporter.fleet import FleetSessionSource, IndexedView, _with_sessions, encode_view
+from exporter.deadline import Deadline
+from exporter.fleet import server as fleet_server_module
+from exporter.fleet.wire import IndexedView, _with_sessions, encode_view
 from exporter.model import Endpoint, Flavor, ServerView, Session
+from exporter.sessions.fleet_client import FleetSessionSource
 from exporter.sessions.sources import client_wanted, rows_to_sessions
 from exporter.web.app import WebOptions, build_app
-from tests.unit.test_correlate import DB, sess, view
-from tests.unit.test_engine import FakeSessions, FakeSockets
-from tests.unit.test_web import serve
+from tests.support.builders import sess, view
+from tests.support.fakes import FakeClock, FakeSessions, fleet_exporter
+from tests.support.web import serve
 
 
 def scan_filter(view: ServerView, client_ips: Collection[str] | None) -> ServerView:
@@ -155,25 +155,24 @@ def test_the_index_is_built_once_per_read_not_per_request(
             built.append(read)
             super().__init__(read)
 
-    monkeypatch.setattr(engine_module, "IndexedView", Counting)
-    now = [0.0]
-    database = FakeSessions(lambda: view(sess(1, 5000), sess(2, 5001, ip="10.0.0.10"),
-                                         read_at=now[0]))
-    standalone = Engine([WatchedTarget("db:3306", DB.ip, DB.port, database,
-                                       resolver=lambda h: frozenset({DB.ip}))],
-                        FakeSockets([]), Settings(), server_interval=30, clock=lambda: now[0])
+    monkeypatch.setattr(fleet_server_module, "IndexedView", Counting)
+    clock = FakeClock(0.0)
+    database = FakeSessions(lambda deadline: view(sess(1, 5000), sess(2, 5001, ip="10.0.0.10"),
+                                                  read_at=deadline.now()))
+    standalone = fleet_exporter(database, interval=30, clock=clock)
 
     async def ask(base: str, ip: str, *, fresh: bool = False) -> ServerView:
         source = FleetSessionSource(base, "db:3306")
-        return await asyncio.to_thread(source.read, frozenset({ip}), 5, fresh=fresh)
+        return await asyncio.to_thread(source.read, frozenset({ip}), Deadline.after(5, clock),
+                                       fresh=fresh)
 
     async def scenario() -> list[ServerView]:
-        runner, port = await serve(build_app(standalone, WebOptions(fleet=True)))
+        runner, port = await serve(build_app(standalone.engine, WebOptions(), standalone.fleet))
         base = f"http://127.0.0.1:{port}"
         answers = []
         try:
             for phase in range(3):  # a read, its interval over, then a fresh read
-                now[0] = 31.0 * phase
+                clock.now = 31.0 * phase
                 for i, ip in enumerate(("10.0.0.9", "10.0.0.10") * 10):
                     answers.append(await ask(base, ip, fresh=phase == 2 and i == 0))
         finally:

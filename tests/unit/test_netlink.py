@@ -22,6 +22,7 @@ from exporter.model import Endpoint, TcpState
 from exporter.sockets import netlink
 from exporter.sockets.kernel import KernelSocket
 from exporter.sockets.procnet import read_proc_net_tcp
+from tests.support.builders import soon
 
 # --- an independent message builder, from the C declarations via ctypes -------------
 
@@ -506,7 +507,7 @@ def test_dump_agrees_with_ss_proc_and_tcp_info_including_idle() -> None:
         # tcp_info counts in jiffies: allow one tick (HZ is 100 or more).
         tick = 0.011
         dumped = time.monotonic()
-        rows = netlink.dump_tcp([port4, port6])
+        rows = netlink.dump_tcp([port4, port6], soon())
         finished = time.monotonic()
         assert {row.remote.port for row in rows} <= {port4, port6}
         ours = set(quiet)
@@ -561,9 +562,8 @@ def test_close_wait_is_reported_when_the_server_closes() -> None:
         deadline = time.monotonic() + 2
         states: dict[int, TcpState] = {}
         while time.monotonic() < deadline:
-            states = {
-                row.inode: row.state for row in netlink.dump_tcp([port]) if row.inode == inode
-            }
+            rows = netlink.dump_tcp([port], soon())
+            states = {row.inode: row.state for row in rows if row.inode == inode}
             if states.get(inode) is TcpState.CLOSE_WAIT:
                 break
             time.sleep(0.01)
@@ -584,7 +584,7 @@ def test_kernel_filters_on_remote_port() -> None:
         )
         def check(chosen: set[int], others: list[int]) -> None:
             asked = [*chosen, *others]
-            rows = netlink.dump_tcp(asked)
+            rows = netlink.dump_tcp(asked, soon())
             assert all(row.remote.port in asked for row in rows)
             inodes = {row.inode for row in rows}
             for port, inode in clients.items():
@@ -614,7 +614,7 @@ def test_ipv4_mapped_client_comes_from_the_ipv6_dump_as_ipv4() -> None:
         plain, _ = net.connect(port)
         assert mapped.getsockname()[0] == "::ffff:127.0.0.1"
         ours = {inode_of(mapped), inode_of(plain)}
-        rows = {row.inode: row for row in netlink.dump_tcp([port]) if row.inode in ours}
+        rows = {row.inode: row for row in netlink.dump_tcp([port], soon()) if row.inode in ours}
         row = rows[inode_of(mapped)]
         assert row.local == Endpoint("127.0.0.1", mapped.getsockname()[1])
         assert row.remote == Endpoint("127.0.0.1", port)
@@ -641,16 +641,16 @@ def test_a_datagram_larger_than_the_buffer_is_an_error_not_a_silent_loss(
         port = net.listen()
         for _ in range(3):
             net.connect(port)
-        assert len(netlink.dump_tcp([port])) >= 3
+        assert len(netlink.dump_tcp([port], soon())) >= 3
         monkeypatch.setattr(netlink, "_RECV_BUFFER", 256)
         with pytest.raises(netlink.NetlinkError) as raised:
-            netlink.dump_tcp([port])
+            netlink.dump_tcp([port], soon())
         assert raised.value.errno == errno.EMSGSIZE
 
 
-def test_dump_never_waits_past_its_timeout() -> None:
+def test_dump_never_waits_past_its_deadline() -> None:
     with pytest.raises(netlink.NetlinkError) as raised:
-        netlink.dump_tcp([3306], timeout=0)
+        netlink.dump_tcp([3306], soon(0))
     assert raised.value.errno == errno.ETIMEDOUT
     assert not isinstance(raised.value, netlink.NetlinkUnavailable)
 

@@ -12,6 +12,7 @@ from typing import Any
 import psutil
 import pytest
 
+from exporter.deadline import Deadline
 from exporter.model import Endpoint, TcpState
 from exporter.sockets import owners as owners_module
 from exporter.sockets.kernel import KernelSocket
@@ -23,6 +24,7 @@ from exporter.sockets.owners import (
     parse_stat,
 )
 from exporter.sockets.reader import SocketReader
+from tests.support.builders import soon
 
 
 class FakeClock:
@@ -50,7 +52,7 @@ MY_NAME = psutil.Process().name()
 def test_resolves_this_process_sockets(pair: tuple[socket.socket, socket.socket]) -> None:
     left, right = pair
     owners = OwnerMap()
-    found = owners.resolve({inode_of(left), inode_of(right), 0})
+    found = owners.resolve({inode_of(left), inode_of(right), 0}, soon())
     assert found == {
         inode_of(left): Owner(os.getpid(), left.fileno(), MY_NAME),
         inode_of(right): Owner(os.getpid(), right.fileno(), MY_NAME),
@@ -64,33 +66,44 @@ def test_known_inodes_are_confirmed_without_a_scan_and_unknown_ones_scan_once() 
     first, second = socket.socketpair()
     with first, second:
         a, b = inode_of(first), inode_of(second)
-        assert set(owners.resolve({a})) == {a}
+        assert set(owners.resolve({a}, soon())) == {a}
         assert owners.scans == 1
         for _ in range(3):
-            assert set(owners.resolve({a})) == {a}
+            assert set(owners.resolve({a}, soon())) == {a}
         assert owners.scans == 1
-        assert set(owners.resolve({a, b})) == {a, b}
+        assert set(owners.resolve({a, b}, soon())) == {a, b}
         assert owners.scans == 2
-    # Both closed: one rescan for both, then they are left alone for a while.
-    assert owners.resolve({a, b}) == {}
-    assert owners.scans == 3
-    clock.now += DEFAULT_NEGATIVE_TTL - 1
-    assert owners.resolve({a, b}) == {}
-    assert owners.scans == 3
-    clock.now += 1
-    assert owners.resolve({a, b}) == {}
-    assert owners.scans == 4
+        # Sockets no process of ours holds (another pid namespace, say): one scan for
+        # both, then they are left alone for a while.
+        theirs = {4_000_000_001, 4_000_000_002}
+        assert set(owners.resolve({a, *theirs}, soon())) == {a}
+        assert owners.scans == 3
+        clock.now += DEFAULT_NEGATIVE_TTL - 1
+        assert set(owners.resolve({a, *theirs}, soon())) == {a}
+        assert owners.scans == 3
+        clock.now += 1
+        assert set(owners.resolve({a, *theirs}, soon())) == {a}
+        assert owners.scans == 4
+
+
+def test_a_scan_stops_at_the_deadline_and_proves_nothing(tree: Path) -> None:
+    owners = OwnerMap(str(tree))
+    assert owners.resolve({555}, Deadline(0.0)) == {}  # a deadline already past
+    assert owners.scans == 1 and owners.scans_cut_short == 1
+    # Not taken for "no such owner": the next call scans again, and finds it.
+    assert owners.resolve({555}, soon()) == {555: Owner(100, 3, "worker")}
+    assert owners.scans == 2
 
 
 def test_a_moved_descriptor_is_found_again(pair: tuple[socket.socket, socket.socket]) -> None:
     left, _ = pair
-    owners = OwnerMap()
+    owners = OwnerMap(recheck_every=1)  # every owner confirmed at every call
     inode = inode_of(left)
-    before = owners.resolve({inode})[inode]
+    before = owners.resolve({inode}, soon())[inode]
     moved = os.dup(left.fileno())
     try:
         left.close()
-        after = owners.resolve({inode})[inode]
+        after = owners.resolve({inode}, soon())[inode]
         assert after.fd == moved != before.fd
         assert owners.scans == 2
         assert owners.still_holds(after, inode)
@@ -104,7 +117,7 @@ def test_still_holds(pair: tuple[socket.socket, socket.socket]) -> None:
     left, right = pair
     owners = OwnerMap()
     inode = inode_of(left)
-    owner = owners.resolve({inode})[inode]
+    owner = owners.resolve({inode}, soon())[inode]
     assert owners.still_holds(owner, inode)
     assert not owners.still_holds(owner, inode_of(right))
     assert not owners.still_holds(Owner(2**22 + 12345, owner.fd, "x"), inode)
@@ -178,7 +191,7 @@ def tree(tmp_path: Path) -> Path:
 
 def test_fake_tree_resolution_skips_everything_odd(tree: Path) -> None:
     owners = OwnerMap(str(tree))
-    assert owners.resolve({555, 556, 557, 558, 777, 0}) == {
+    assert owners.resolve({555, 556, 557, 558, 777, 0}, soon()) == {
         555: Owner(100, 3, "worker"),
         558: Owner(101, 9, "odd) (name"),
     }
@@ -198,7 +211,7 @@ def test_shared_socket_goes_to_the_lowest_pid_and_the_scan_stops_early(
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(owners_module.os, "open", counting)
-    assert OwnerMap(str(tree)).resolve({555}) == {555: Owner(9, 8, "parent")}
+    assert OwnerMap(str(tree)).resolve({555}, soon()) == {555: Owner(9, 8, "parent")}
     assert opened == [f"{tree}/9/fd"]
 
 
@@ -211,45 +224,45 @@ def test_unreadable_processes_are_skipped(tree: Path, monkeypatch: pytest.Monkey
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(owners_module.os, "open", guarded)
-    assert OwnerMap(str(tree)).resolve({555, 558}) == {555: Owner(100, 3, "worker")}
+    assert OwnerMap(str(tree)).resolve({555, 558}, soon()) == {555: Owner(100, 3, "worker")}
 
 
 def test_a_reused_pid_gets_its_new_name(tree: Path) -> None:
     owners = OwnerMap(str(tree))
-    assert owners.resolve({555})[555].process == "worker"
+    assert owners.resolve({555}, soon())[555].process == "worker"
     fake_process(tree, 100, "impostor", 99, {})
-    assert owners.resolve({555})[555].process == "impostor"
+    assert owners.resolve({555}, soon())[555].process == "impostor"
     fake_process(tree, 100, "renamed", 99, {})  # same process, prctl(PR_SET_NAME)
-    assert owners.resolve({555})[555].process == "renamed"
+    assert owners.resolve({555}, soon())[555].process == "renamed"
     assert owners.scans == 1
 
 
 def test_vanished_owner_is_dropped_and_stat_less_owner_is_unknown(tree: Path) -> None:
     owners = OwnerMap(str(tree))
-    assert 555 in owners.resolve({555})
+    assert 555 in owners.resolve({555}, soon())
     (tree / "100" / "stat").unlink()
-    assert owners.resolve({555}) == {555: Owner(100, 3, "unknown")}
+    assert owners.resolve({555}, soon()) == {555: Owner(100, 3, "unknown")}
     (tree / "100" / "fd" / "3").unlink()
-    assert owners.resolve({555}) == {}
+    assert owners.resolve({555}, soon()) == {}
 
 
 def test_negative_results_expire_and_are_forgotten_when_not_asked(tree: Path) -> None:
     clock = FakeClock()
     owners = OwnerMap(str(tree), negative_ttl=5, clock=clock)
-    assert owners.resolve({777}) == {}
+    assert owners.resolve({777}, soon()) == {}
     fake_process(tree, 400, "late", 40, {"6": "socket:[777]"})
     # Handed to a visible process after the scan: seen once the verdict expires.
-    assert owners.resolve({777}) == {}
+    assert owners.resolve({777}, soon()) == {}
     assert owners.scans == 1
     clock.now += 5
-    assert owners.resolve({777}) == {777: Owner(400, 6, "late")}
+    assert owners.resolve({777}, soon()) == {777: Owner(400, 6, "late")}
     assert owners.scans == 2
     # Memory is only for what was last asked: an inode asked again after a pause is
     # looked up afresh, not taken from a stale entry.
-    assert owners.resolve({888}) == {}
+    assert owners.resolve({888}, soon()) == {}
     assert owners.scans == 3
-    assert owners.resolve(set()) == {}
-    assert owners.resolve({888}) == {}
+    assert owners.resolve(set(), soon()) == {}
+    assert owners.resolve({888}, soon()) == {}
     assert owners.scans == 4
 
 
@@ -272,7 +285,7 @@ def test_other_users_processes_are_skipped_silently(
             os.setuid(65534)
             with socket.socket() as own:
                 owners = OwnerMap()
-                found = owners.resolve({theirs, inode_of(own)})
+                found = owners.resolve({theirs, inode_of(own)}, soon())
                 report = {
                     "found": {str(inode): [o.pid, o.fd] for inode, o in found.items()},
                     "own": [inode_of(own), os.getpid(), own.fileno()],
@@ -303,46 +316,46 @@ def test_other_users_processes_are_skipped_silently(
 def test_trusted_owners_are_confirmed_in_turns(tree: Path) -> None:
     owners = OwnerMap(str(tree), recheck_every=4)
     expected = {555: Owner(100, 3, "worker"), 558: Owner(101, 9, "odd) (name")}
-    assert owners.resolve({555, 558}) == expected
+    assert owners.resolve({555, 558}, soon()) == expected
     assert (owners.scans, owners.confirmations) == (1, 0)
     for _ in range(4):
-        assert owners.resolve({555, 558}) == expected
+        assert owners.resolve({555, 558}, soon()) == expected
     # Each owner once in four calls, instead of each in every call.
     assert (owners.scans, owners.confirmations) == (1, 2)
 
 
 def test_a_new_process_incarnation_is_confirmed_at_once(tree: Path) -> None:
     owners = OwnerMap(str(tree), recheck_every=1000)
-    assert owners.resolve({555})[555].process == "worker"
-    owners.resolve({555})
+    assert owners.resolve({555}, soon())[555].process == "worker"
+    owners.resolve({555}, soon())
     before = owners.confirmations
     # pid 100 reused by another process that holds no such socket: not trusted.
     fake_process(tree, 100, "impostor", 99, {})
     (tree / "100" / "fd" / "3").unlink()
-    assert owners.resolve({555}) == {}
+    assert owners.resolve({555}, soon()) == {}
     assert owners.confirmations == before + 1
     assert owners.scans == 2
 
 
 def test_a_trusted_owner_that_renames_itself_is_renamed_at_once(tree: Path) -> None:
     owners = OwnerMap(str(tree), recheck_every=1000)
-    assert owners.resolve({555, 558})[555].process == "worker"
-    unchanged = owners.resolve({555, 558})[558]
+    assert owners.resolve({555, 558}, soon())[555].process == "worker"
+    unchanged = owners.resolve({555, 558}, soon())[558]
     # prctl(PR_SET_NAME): same process (start time), new comm.
     (tree / "100" / "stat").write_text(
         (tree / "100" / "stat").read_text().replace("(worker)", "(renamed)"))
-    found = owners.resolve({555, 558})
+    found = owners.resolve({555, 558}, soon())
     assert found[555] == Owner(100, 3, "renamed")
     assert found[558] is unchanged  # the other process's owner is handed out as it was
-    assert owners.resolve({555})[555].process == "renamed"
+    assert owners.resolve({555}, soon())[555].process == "renamed"
 
 
 def test_a_moved_descriptor_is_found_within_one_round_of_turns(tree: Path) -> None:
     owners = OwnerMap(str(tree), recheck_every=4)
-    assert owners.resolve({555}) == {555: Owner(100, 3, "worker")}
+    assert owners.resolve({555}, soon()) == {555: Owner(100, 3, "worker")}
     (tree / "100" / "fd" / "3").unlink()
     (tree / "100" / "fd" / "7").symlink_to("socket:[555]")  # dup2(3, 7); close(3)
-    seen = [owners.resolve({555})[555].fd for _ in range(4)]
+    seen = [owners.resolve({555}, soon())[555].fd for _ in range(4)]
     assert seen[-1] == 7 and seen.count(3) <= 3
     assert owners.scans == 2
 
@@ -357,13 +370,13 @@ def test_the_reader_trusts_owners_but_still_sees_them_go(
                      TcpState.ESTABLISHED, inode, os.getuid(), 1.0, False)
     ]
     tables = [rows] * 10 + [[], []]
-    reader = SocketReader([3306], owners=owners, netlink_dump=lambda _: tables.pop(0))
+    reader = SocketReader([3306], owners=owners, netlink_dump=lambda _, __: tables.pop(0))
     for _ in range(10):
-        [found] = reader.read().sockets
+        [found] = reader.read(soon()).sockets
         assert (found.pid, found.gone) == (os.getpid(), False)
     assert owners.confirmations <= 1
     # Left the kernel's table while we still hold it: reported gone (one readlink).
-    [gone] = reader.read().sockets
+    [gone] = reader.read(soon()).sockets
     assert gone.gone and gone.inode == inode
     pair[0].close()
-    assert reader.read().sockets == ()
+    assert reader.read(soon()).sockets == ()

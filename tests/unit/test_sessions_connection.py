@@ -19,6 +19,7 @@ from exporter.sessions.connection import (
     ServerTimeout,
 )
 from exporter.sessions.credentials import Credentials
+from tests.support.builders import soon
 
 SECRET = "top-Secret-123"
 PROBE_ROW = ("10.11.19-MariaDB", 42, 0, 1, 1, None)
@@ -117,7 +118,7 @@ def make(**kw: Any) -> ServerConnection:
 
 def test_connect_options_and_what_it_learns() -> None:
     conn = make()
-    info = conn.connect(timeout=3.0)
+    info = conn.connect(soon(3.0))
     (fake,) = FakeConnection.instances
     kwargs = fake.kwargs
     assert kwargs["ssl_disabled"] is True and "ssl" not in kwargs
@@ -135,7 +136,7 @@ def test_connect_options_and_what_it_learns() -> None:
 
 
 def test_no_raise_of_own_wait_timeout_when_asked() -> None:
-    make(session_wait_timeout=None).connect(timeout=1.0)
+    make(session_wait_timeout=None).connect(soon(1.0))
     # Only the room for the packed processlist; the server's wait_timeout stays.
     assert FakeConnection.instances[0].kwargs["init_command"] == (
         "SET SESSION group_concat_max_len = 1073741824"
@@ -144,46 +145,46 @@ def test_no_raise_of_own_wait_timeout_when_asked() -> None:
 
 def test_lost_connection_is_reopened_once_within_the_call() -> None:
     conn = make()
-    conn.connect(timeout=1.0)
+    conn.connect(soon(1.0))
     FakeConnection.script = [lost(), [(1,)]]
-    assert conn.query("SELECT 1", timeout=2.0) == [(1,)]
+    assert conn.query("SELECT 1", deadline=soon(2.0)) == [(1,)]
     assert conn.connects == 2 and len(FakeConnection.instances) == 2
     assert conn.info is not None and conn.info.connection_id == 44
 
 
 def test_already_closed_socket_counts_as_lost() -> None:
     conn = make()
-    conn.connect(timeout=1.0)
+    conn.connect(soon(1.0))
     FakeConnection.instances[0].open = False
     FakeConnection.script = [[(2,)]]
-    assert conn.query("SELECT 2", timeout=2.0) == [(2,)]
+    assert conn.query("SELECT 2", deadline=soon(2.0)) == [(2,)]
     assert conn.connects == 2
 
 
 def test_lost_twice_gives_up() -> None:
     conn = make()
-    conn.connect(timeout=1.0)
+    conn.connect(soon(1.0))
     FakeConnection.script = [lost(), lost()]
     with pytest.raises(ConnectionLost, match=r"connection lost: \(2013\)"):
-        conn.query("SELECT 1", timeout=2.0)
+        conn.query("SELECT 1", deadline=soon(2.0))
     assert conn.connects == 2
 
 
 def test_timeout_is_not_retried() -> None:
     conn = make()
-    conn.connect(timeout=1.0)
+    conn.connect(soon(1.0))
     FakeConnection.script = [timed_out()]
     with pytest.raises(ServerTimeout, match="timed out after"):
-        conn.query("SELECT 1", timeout=2.0)
+        conn.query("SELECT 1", deadline=soon(2.0))
     assert conn.connects == 1 and not conn.connected
 
 
 def test_server_error_keeps_the_connection() -> None:
     conn = make()
-    conn.connect(timeout=1.0)
+    conn.connect(soon(1.0))
     FakeConnection.script = [pymysql.err.ProgrammingError(1146, "Table 'x' doesn't exist")]
     with pytest.raises(QueryFailed) as info:
-        conn.query("SELECT * FROM x", timeout=2.0)
+        conn.query("SELECT * FROM x", deadline=soon(2.0))
     assert info.value.code == 1146 and str(info.value) == "(1146) Table 'x' doesn't exist"
     assert conn.connected and conn.connects == 1
 
@@ -192,7 +193,7 @@ def test_connect_errors_hide_the_password() -> None:
     FakeConnection.connect_error = pymysql.err.OperationalError(
         1045, f"Access denied for user 'exporter' (password {SECRET})")
     with pytest.raises(ConnectFailed) as info:
-        make().connect(timeout=1.0)
+        make().connect(soon(1.0))
     assert str(info.value) == (
         "access denied: (1045) Access denied for user 'exporter' (password ***)")
     assert SECRET not in repr(info.value)
@@ -203,26 +204,26 @@ def test_runtime_error_from_pymysql_is_a_connect_failure() -> None:
     FakeConnection.connect_error = RuntimeError(
         "'cryptography' package is required for sha256_password or caching_sha2_password")
     with pytest.raises(ConnectFailed, match="cannot connect: 'cryptography' package"):
-        make().connect(timeout=1.0)
+        make().connect(soon(1.0))
 
 
 def test_deadline_already_passed() -> None:
     with pytest.raises(ServerTimeout):
-        make().query("SELECT 1", timeout=0.0)
+        make().query("SELECT 1", deadline=soon(0.0))
     assert FakeConnection.instances == []
 
 
 def test_io_timeout_follows_the_deadline() -> None:
     conn = make()
-    conn.connect(timeout=5.0)
+    conn.connect(soon(5.0))
     FakeConnection.script = [[(1,)]]
-    conn.query("SELECT 1", timeout=0.5)
+    conn.query("SELECT 1", deadline=soon(0.5))
     assert 0 < FakeConnection.instances[0].timeouts[-1] <= 0.5
 
 
 def test_closed_for_good() -> None:
     conn = make()
-    conn.connect(timeout=1.0)
+    conn.connect(soon(1.0))
     conn.close()
     with pytest.raises(connection_module.ServerError, match="connection closed"):
-        conn.query("SELECT 1", timeout=1.0)
+        conn.query("SELECT 1", deadline=soon(1.0))

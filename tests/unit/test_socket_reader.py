@@ -16,11 +16,13 @@ import psutil
 import pytest
 
 from exporter.addresses import endpoint
+from exporter.deadline import Deadline
 from exporter.model import Endpoint, Socket, TcpState
 from exporter.sockets import netlink
 from exporter.sockets.kernel import KernelSocket
 from exporter.sockets.owners import OwnerMap
 from exporter.sockets.reader import Dump, SocketReader, SocketReading, Source
+from tests.support.builders import soon
 
 MY_NAME = psutil.Process().name()
 
@@ -84,7 +86,7 @@ def read_until(
 ) -> SocketReading:
     deadline = time.monotonic() + timeout
     while True:
-        reading = reader.read()
+        reading = reader.read(soon())
         if done(reading) or time.monotonic() > deadline:
             return reading
         time.sleep(0.01)
@@ -98,7 +100,7 @@ def test_reset_socket_is_reported_gone_until_its_descriptor_is_closed(
     reader = SocketReader([connection.port], source=source, clock=clock)
     expected_source = "netlink" if source == "auto" else "proc"
 
-    first = reader.read()
+    first = reader.read(soon())
     assert first.source == expected_source
     [alive] = mine(first, connection.inode)
     if source == "proc":
@@ -115,20 +117,21 @@ def test_reset_socket_is_reported_gone_until_its_descriptor_is_closed(
         connection.expected(state=TcpState.CLOSE, gone=True, idle_seconds=idle)
     ]
     # The kernel itself no longer lists it: only the reader's memory does.
-    assert connection.inode not in {row.inode for row in netlink.dump_tcp([connection.port])}
+    listed = netlink.dump_tcp([connection.port], soon())
+    assert connection.inode not in {row.inode for row in listed}
 
     clock.now += 3
-    [still] = mine(reader.read(), connection.inode)
+    [still] = mine(reader.read(soon()), connection.inode)
     assert still.gone and still.idle_seconds == (None if idle is None else idle + 3)
 
     # What the application would see on its next use: the reset.
     with pytest.raises(ConnectionResetError):
         connection.client.recv(1)
-    assert mine(reader.read(), connection.inode) != []  # reading the error closes nothing
+    assert mine(reader.read(soon()), connection.inode) != []  # reading the error closes nothing
 
     connection.client.close()
-    assert mine(reader.read(), connection.inode) == []
-    assert mine(reader.read(), connection.inode) == []
+    assert mine(reader.read(soon()), connection.inode) == []
+    assert mine(reader.read(soon()), connection.inode) == []
 
 
 @pytest.mark.parametrize("source", ["netlink", "proc"])
@@ -147,7 +150,7 @@ def test_server_close_leaves_close_wait(connection: Connection, source: Source) 
 def test_only_watched_ports_and_durations(connection: Connection) -> None:
     with ExitStack() as stack:
         other = Connection(stack)
-        reading = SocketReader([connection.port]).read()
+        reading = SocketReader([connection.port]).read(soon())
         assert {s.remote.port for s in reading.sockets} == {connection.port}
         ours = [s.inode for s in reading.sockets if s.pid == os.getpid()]
         assert ours == [connection.inode]
@@ -157,9 +160,9 @@ def test_only_watched_ports_and_durations(connection: Connection) -> None:
 
 
 def _counting(dump: Dump, calls: list[int]) -> Dump:
-    def counted(ports: Collection[int]) -> list[KernelSocket]:
+    def counted(ports: Collection[int], deadline: Deadline) -> list[KernelSocket]:
         calls.append(1)
-        return dump(ports)
+        return dump(ports, deadline)
 
     return counted
 
@@ -169,12 +172,12 @@ def test_auto_falls_back_to_proc_for_good_when_netlink_is_unavailable(
 ) -> None:
     calls: list[int] = []
 
-    def refuse(_: Collection[int]) -> list[KernelSocket]:
+    def refuse(_: Collection[int], __: Deadline) -> list[KernelSocket]:
         raise netlink.NetlinkUnavailable(errno.EPERM, "not allowed")
 
     reader = SocketReader([connection.port], netlink_dump=_counting(refuse, calls))
     with caplog.at_level(logging.WARNING, logger="exporter.sockets.reader"):
-        readings = [reader.read() for _ in range(3)]
+        readings = [reader.read(soon()) for _ in range(3)]
     assert [r.source for r in readings] == ["proc"] * 3
     assert calls == [1]
     assert len(caplog.records) == 1
@@ -185,23 +188,23 @@ def test_auto_falls_back_to_proc_for_good_when_netlink_is_unavailable(
 def test_auto_uses_proc_once_on_a_transient_failure(connection: Connection) -> None:
     outcomes: list[Exception | None] = [netlink.NetlinkError(errno.ETIMEDOUT, "slow"), None]
 
-    def flaky(ports: Collection[int]) -> list[KernelSocket]:
+    def flaky(ports: Collection[int], deadline: Deadline) -> list[KernelSocket]:
         failure = outcomes.pop(0)
         if failure is not None:
             raise failure
-        return netlink.dump_tcp(ports)
+        return netlink.dump_tcp(ports, deadline)
 
     reader = SocketReader([connection.port], netlink_dump=flaky)
-    assert [reader.read().source for _ in range(2)] == ["proc", "netlink"]
+    assert [reader.read(soon()).source for _ in range(2)] == ["proc", "netlink"]
 
 
 def test_forced_netlink_does_not_fall_back() -> None:
-    def refuse(_: Collection[int]) -> list[KernelSocket]:
+    def refuse(_: Collection[int], __: Deadline) -> list[KernelSocket]:
         raise netlink.NetlinkUnavailable(errno.EPROTONOSUPPORT, "no sock_diag")
 
     reader = SocketReader([3306], source="netlink", netlink_dump=refuse)
     with pytest.raises(netlink.NetlinkUnavailable):
-        reader.read()
+        reader.read(soon())
 
 
 def test_sockets_without_a_visible_owner_are_unknown_and_not_remembered() -> None:
@@ -227,14 +230,14 @@ def test_sockets_without_a_visible_owner_are_unknown_and_not_remembered() -> Non
     ]
     tables = [rows, rows, rows, []]
     owners = OwnerMap()
-    reader = SocketReader([3306], owners=owners, netlink_dump=lambda _: tables.pop(0))
-    first = reader.read()
+    reader = SocketReader([3306], owners=owners, netlink_dump=lambda _, __: tables.pop(0))
+    first = reader.read(soon())
     assert [(s.pid, s.process, s.gone) for s in first.sockets] == [(None, "unknown", False)] * 2
     assert first.sockets[0].idle_seconds == 12.5 and first.sockets[0].keepalive
-    reader.read()
-    reader.read()
+    reader.read(soon())
+    reader.read(soon())
     assert owners.scans == 1  # the unresolvable inode does not cost a scan per read
-    assert reader.read().sockets == ()
+    assert reader.read(soon()).sockets == ()
 
 
 def test_rejects_bad_ports() -> None:

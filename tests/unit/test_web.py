@@ -11,37 +11,23 @@ from pathlib import Path
 
 import bcrypt
 import pytest
-from aiohttp import ClientSession, ClientTimeout, web
+from aiohttp import ClientSession, ClientTimeout
 
-from exporter.correlate import Settings
-from exporter.engine import Engine, WatchedTarget
+from exporter.engine import Engine
 from exporter.web.app import WebOptions, build_app, scrape_timeout
 from exporter.web.config import WebConfig, WebConfigError, load_web_config
-from tests.unit.test_correlate import DB, sess, sock
-from tests.unit.test_engine import FakeSessions, FakeSockets, fresh_view
+from tests.support.builders import sess, sock
+from tests.support.fakes import FakeSessions, fake_engine, reading
+from tests.support.web import serve
 
 
-def make_engine(delay: float = 0.0, targets: tuple[str, ...] = ("db:3306",)) -> Engine:
-    watched = [
-        WatchedTarget(
-            name,
-            DB.ip,
-            DB.port,
-            FakeSessions(fresh_view(sess(1, 5000)), delay=delay),
-            resolver=lambda host: frozenset({DB.ip}),
-        )
-        for name in targets
-    ]
-    return Engine(watched, FakeSockets([sock(5000)]), Settings(risk_headroom=60), server_interval=0)
-
-
-async def serve(app: web.Application, ssl_context: ssl.SSLContext | None = None):
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, port
+def make_engine(*, hold: bool = False, targets: tuple[str, ...] = ("db:3306",)) -> Engine:
+    """One target per name, each with one idle session and its socket; with ``hold`` the
+    server never answers (its reads fail at their deadline)."""
+    return fake_engine(
+        {name: FakeSessions(reading(sess(1, 5000)), hold=hold) for name in targets},
+        [sock(5000)],
+    )
 
 
 def run(coro):
@@ -126,7 +112,7 @@ def test_scrape_timeout_header() -> None:
 
 def test_a_hung_server_still_answers_before_prometheus_gives_up() -> None:
     async def scenario():
-        engine = make_engine(delay=20)
+        engine = make_engine(hold=True)
         runner, port = await serve(build_app(engine, WebOptions(timeout_offset=0.3)))
         try:
             async with ClientSession() as client:

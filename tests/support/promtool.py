@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from tests.dashboards.contract import REPO
+from tests.support.contract import REPO
 
 TYPECHECK = REPO / "dashboards" / "typecheck" / "check.sh"
 

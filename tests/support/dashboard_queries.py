@@ -3,7 +3,7 @@
 Used by the dashboard tests here, and by end-to-end tests that evaluate every panel query
 against a live Prometheus scraping the exporter:
 
-    from tests.dashboards.queries import DASHBOARD, dashboard_queries
+    from tests.support.dashboard_queries import DASHBOARD, dashboard_queries
 
     for title, expr in dashboard_queries(DASHBOARD):                    # every target and process
         ...

@@ -1,23 +1,13 @@
-"""Fleet mode: one standalone exporter reads a database's processlist and serves the
-server-side facts; sidecars ask it instead of the database.
+"""The fleet wire format: a whole read indexed by client address on the serving side, and
+the small JSON document a sidecar receives for its own addresses.
 
-The wire format is a small JSON document per (target, client addresses) request, so the
-database's cost is one read per interval however many sidecars there are, and each sidecar
-receives only its own sessions.
+Times travel as ages, since clocks differ between hosts.
 """
 
 from __future__ import annotations
 
-import base64
 import heapq
-import json
-import logging
 import math
-import threading
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -25,15 +15,7 @@ from exporter.addresses import is_ip
 from exporter.model import Endpoint, Flavor, ServerView, Session
 from exporter.sessions.sources import LOCALHOST_IPS
 
-log = logging.getLogger(__name__)
-
-FLEET_PATH = "/fleet/sessions"
 FORMAT_VERSION = 1
-FLEET_PASSWORD_ENV = "MYSQL_IDLE_EXPORTER_FLEET_PASSWORD"  # noqa: S105 (a variable name)
-# Default of --fleet.fresh-interval: reads forced by sidecars' new connections start at
-# least this far apart, so a burst of new connections across the fleet costs the database
-# one read per interval.
-DEFAULT_FRESH_INTERVAL_SECONDS = 1.0
 
 
 class FleetFormatError(ValueError):
@@ -214,75 +196,3 @@ def decode_view(document: Mapping[str, Any], now: float) -> ServerView:
         per_session_timeouts=bool(document.get("per_session_timeouts")),
         read_at=now - age,
     )
-
-
-class FleetSessionSource:
-    """A sidecar's server side: asks the fleet exporter instead of the database."""
-
-    def __init__(self, base_url: str, target: str, *, user: str | None = None,
-                 password: str | None = None, clock: Any = time.monotonic) -> None:
-        if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
-            raise ValueError(f"fleet URL must be http:// or https://, not {base_url!r}")
-        self._base = base_url.rstrip("/")
-        self._target = target
-        self._authorization = (
-            "Basic " + base64.b64encode(f"{user}:{password or ''}".encode()).decode()
-            if user
-            else None
-        )
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._was_ok: bool | None = None
-        self.queries_sent = 0  # the database sees none from a sidecar in fleet mode
-
-    def read(
-        self, client_ips: frozenset[str] | None, timeout: float, *, fresh: bool = False
-    ) -> ServerView:
-        """``fresh``: ask for a read that starts after the request (the fleet exporter's
-        cached answer cannot know a connection this sidecar has just seen)."""
-        if not self._lock.acquire(blocking=False):
-            return ServerView(target=self._target, ok=False, error="previous read still running")
-        try:
-            view = self._fetch(client_ips, timeout, fresh)
-        finally:
-            self._lock.release()
-        if view.ok != self._was_ok:
-            if view.ok:
-                log.info("fleet source %s answers for %s", self._base, self._target)
-            else:
-                log.warning("fleet source %s failed for %s: %s", self._base, self._target,
-                            view.error)
-            self._was_ok = view.ok
-        return view
-
-    def _fetch(
-        self, client_ips: frozenset[str] | None, timeout: float, fresh: bool
-    ) -> ServerView:
-        query: list[tuple[str, str]] = [("target", self._target)]
-        query += [("client_ip", ip) for ip in sorted(client_ips or ())]
-        if client_ips is not None and not client_ips:
-            query.append(("client_ip", ""))
-        if fresh:
-            query.append(("fresh", "1"))
-        url = f"{self._base}{FLEET_PATH}?{urllib.parse.urlencode(query)}"
-        # The scheme was checked in __init__: only http and https reach here.
-        request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310
-        if self._authorization:
-            request.add_header("Authorization", self._authorization)
-        try:
-            with urllib.request.urlopen(request, timeout=max(timeout, 0.1)) as response:  # noqa: S310
-                document = json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return ServerView(target=self._target, ok=False, error=f"fleet: HTTP {error.code}")
-        except (urllib.error.URLError, OSError, TimeoutError) as error:
-            reason = getattr(error, "reason", error)
-            return ServerView(target=self._target, ok=False, error=f"fleet: {reason}")
-        except ValueError:
-            return ServerView(target=self._target, ok=False, error="fleet: answer is not JSON")
-        try:
-            return decode_view(document, self._clock())
-        except FleetFormatError as error:
-            return ServerView(target=self._target, ok=False, error=f"fleet: {error}")
-
-    def close(self) -> None:
-        pass

@@ -1,0 +1,78 @@
+"""The collector's whole exposition for a fixed snapshot, against golden files: any change
+to a metric's name, labels, help text, type or order shows as a diff (see
+tests/support/golden.py for how to rewrite them after a change that is meant)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from exporter.collector import SnapshotCollector
+from exporter.correlate import Memory
+from exporter.model import (
+    Endpoint,
+    Flavor,
+    ReadCounts,
+    ResolveStatus,
+    Settings,
+    Snapshot,
+    TcpState,
+)
+from tests.support.builders import NOW, correlate_sockets, report, sess, sock, view
+from tests.support.golden import assert_golden
+
+
+def fixed_snapshot() -> Snapshot:
+    """Two targets: one up with every state, one down (name resolution failing)."""
+    settings = Settings(risk_headroom=60.0, network_idle_timeout=900.0)
+    sockets = [
+        sock(5000, idle=100, keepalive=True),
+        sock(5001, idle=580),
+        sock(5002, idle=3, process="web", pid=77),
+        sock(5003, state=TcpState.CLOSE_WAIT),
+        sock(5004, state=TcpState.CLOSE, gone=True, idle=700),
+        sock(5005, idle=20),
+        sock(5006, idle=None, process="unknown", pid=None),
+    ]
+    server = view(sess(1, 5000), sess(2, 5001, user="batch", db=None),
+                  sess(3, 5002, command="Query"), sess(6, 5006, idle=30.0),
+                  flavor=Flavor.MYSQL, version="9.7.4", source="performance_schema.processlist",
+                  per_session_timeouts=True, read_at=NOW - 2.5)
+    # A first collection in which 5005 matched, so that it is a phantom now.
+    _, memory = correlate_sockets("db:3306", [sock(5005)], view(sess(5, 5005)), settings,
+                                  Memory(), NOW - 10)
+    up, _ = correlate_sockets("db:3306", sockets, server, settings, memory, NOW)
+    down, _ = correlate_sockets("other.example:3306",
+                                [sock(6000, remote=Endpoint("10.0.0.6", 3306))],
+                                view(ok=False, error="cannot resolve other.example"),
+                                settings, Memory(), NOW)
+    return Snapshot(
+        reports=(
+            report(up, 3, counts=ReadCounts(reads=12, read_errors=1, queries=13),
+                   resolve=ResolveStatus(addresses=frozenset({"10.0.0.5"})),
+                   durations={"sockets": 0.004, "owners": 0.001, "server": 0.0125,
+                              "correlate": 0.0005, "total": 0.02}),
+            report(down, 3, counts=ReadCounts(reads=3, read_errors=3, internal_errors=1),
+                   resolve=ResolveStatus(failures=2, error="lookup timed out"),
+                   durations={"sockets": 0.004, "owners": 0.001, "server": 0.0,
+                              "correlate": 0.0001, "total": 0.006}),
+        ),
+        collections=42,
+        top_sessions=3,
+        socket_read_errors=1,
+    )
+
+
+def registry() -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(fixed_snapshot(), include_build_info=False,
+                                        render_seconds=0.003))
+    return registry
+
+
+def test_text_exposition() -> None:
+    assert_golden("exposition.prom", generate_latest(registry()).decode())
+
+
+def test_openmetrics_exposition() -> None:
+    assert_golden("exposition.openmetrics", generate_openmetrics(registry()).decode())
