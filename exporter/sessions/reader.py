@@ -68,6 +68,11 @@ class SessionReader:
     def __repr__(self) -> str:
         return f"SessionReader({self.target!r}, prefer={self.prefer!r})"
 
+    @property
+    def busy(self) -> bool:
+        """A read is under way (another thread's: a read that finds one returns BUSY)."""
+        return self._lock.locked()
+
     def counts(self) -> ReadCounts:
         """Reads so far, and the statements sent, connect-time ones included."""
         return self._tally.counts(queries=self.connection.queries_sent)

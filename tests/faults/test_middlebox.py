@@ -22,6 +22,7 @@ from tests.support.netns import NetnsServer, NsExporterProcess, NsWorker
 from tests.support.scrapes import (
     PASSWORD_ENV,
     kill_sessions,
+    observe,
     session_ids,
     states,
     summary,
@@ -60,19 +61,21 @@ def test_server_teardown_lost_on_the_path_leaves_a_phantom(netns: NetnsServer) -
         assert pair.tcp_states(pair.client_ns, db.port).get(port) == "ESTAB"
         assert pair.dropped_packets() >= 1, "the server's FIN never reached the nft rule"
         working = [metrics.get("mysql_idle_correlation_working", target=netns.target)]
-        for _ in range(3):
-            time.sleep(0.5)
-            metrics = exporter.scrape()
+
+        def still_phantom(metrics: Metrics) -> None:
             assert states(metrics, "phantom-app") == {"phantom": 1}, summary(metrics)
             assert metrics.get("mysql_idle_up", target=netns.target) == 1
             working.append(metrics.get("mysql_idle_correlation_working", target=netns.target))
+
+        # Across three more server reads (--server.interval=1), it stays a phantom.
+        observe(exporter, still_phantom, target=netns.target, reads=3)
 
         # Once the path lets the teardown through again, the application learns the truth.
         pair.unblock()
         reply = worker.send("query 0")
         assert reply in ("error 0 2006", "error 0 2013"), reply
         # docs/metrics.md: phantom is only reported while correlation_working is 1.
-        assert working == [1, 1, 1, 1], (
+        assert set(working) == {1}, (
             f"mysql_idle_correlation_working was {working} while the socket was phantom")
     finally:
         pair.unblock()
@@ -88,16 +91,14 @@ def test_the_same_kill_without_the_middlebox_is_dropped(netns: NetnsServer) -> N
         wait_for(exporter, lambda m: states(m, "control-app") == {"idle": 1},
                  "the worker's connection matched and idle")
         assert kill_sessions(db, "app", f"{pair.client_addr}:{worker.ports[0]}") == 1
-        time.sleep(0.2)  # the server's FIN crosses the veth
         history: list[Metrics] = []
         wait_for(exporter, lambda m: states(m, "control-app") == {"dropped": 1},
                  "the killed session's socket reported dropped", timeout=8, history=history)
         # CLOSE_WAIT (the server's FIN arrived) or gone from the TCP tables (an RST did).
         tcp_state = pair.tcp_states(pair.client_ns, db.port).get(worker.ports[0])
         assert tcp_state in ("CLOSE-WAIT", None), tcp_state
-        for _ in range(2):
-            time.sleep(0.5)
-            history.append(exporter.scrape())
+        # Two more server reads: the dropped socket is never taken for a phantom.
+        history += observe(exporter, lambda m: None, target=netns.target, reads=2)
         seen = [states(m, "control-app") for m in history]
         assert all("phantom" not in s for s in seen), seen
         assert seen[-1] == {"dropped": 1}, seen
@@ -139,18 +140,14 @@ def test_behind_a_proxy_sockets_are_unmatched_never_phantom(netns: NetnsServer) 
 
         wait_for(exporter, lambda m: m.get("mysql_idle_up", target=target) == 1,
                  "the exporter's first read through the proxy")
-        for _ in range(4):  # several server reads (--server.interval=1)
-            unmatched_only(exporter.scrape())
-            time.sleep(0.4)
+        observe(exporter, unmatched_only, target=target, reads=3)
 
         # The server kills the sessions behind the proxy; the proxy's FINs are lost, so the
         # application's sockets stay ESTABLISHED for sessions that no longer exist. Without
         # correlation the exporter cannot know: still unmatched, never phantom.
         pair.block_server_teardown(PROXY_PORT)
         assert kill_sessions(db, "app", f"{db.host}:%") == 2
-        for _ in range(5):
-            time.sleep(0.5)
-            unmatched_only(exporter.scrape())
+        observe(exporter, unmatched_only, target=target, reads=3)
         client_states = pair.tcp_states(pair.client_ns, PROXY_PORT)
         assert [client_states.get(p) for p in worker.ports] == ["ESTAB", "ESTAB"], client_states
     finally:

@@ -17,6 +17,7 @@ from exporter.sessions import OWN_WAIT_TIMEOUT, Credentials, SessionReader
 from exporter.sessions.reader import BUSY
 from tests.support.builders import soon
 from tests.support.mariadb import MariaDBFactory, MonitorUser, ThrowawayMariaDB
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.mariadb
 
@@ -284,7 +285,11 @@ def test_survives_its_own_wait_timeout(
         assert first.wait_timeout == 2.0
         rows = reader.connection.query("SELECT @@session.wait_timeout", deadline=soon(2.0))
         assert int(rows[0][0]) == 2
-        time.sleep(3.5)  # the server drops the idle exporter session
+        # The server drops the idle exporter session after its 2 s.
+        gone = first.own_session_ids
+        until(lambda: not gone & {int(row[0]) for row in mariadb.execute(
+            "SELECT ID FROM information_schema.PROCESSLIST")},
+            "the server to drop the exporter's idle session", timeout=10)
         with caplog.at_level(logging.INFO, logger="exporter.sessions"):
             second = ok(reader.read(None, soon(5.0)))
         assert second.own_session_ids != first.own_session_ids
@@ -356,7 +361,7 @@ def test_hung_server_times_out_and_reads_do_not_queue(mariadb_factory: MariaDBFa
         worker = threading.Thread(
             target=lambda: results.append(reader.read(None, soon(1.5))))
         worker.start()
-        time.sleep(0.2)
+        until(lambda: reader.busy, "the first read to start")
         t0 = time.monotonic()
         busy = reader.read(None, soon(1.5))
         assert time.monotonic() - t0 < 0.1
@@ -381,7 +386,7 @@ def test_close_breaks_off_a_hung_read(mariadb_factory: MariaDBFactory) -> None:
     results: list[ServerView] = []
     worker = threading.Thread(target=lambda: results.append(reader.read(None, soon(10.0))))
     worker.start()
-    time.sleep(0.2)
+    until(lambda: reader.busy, "the read to start")
     started = time.monotonic()
     reader.close()
     worker.join(5)

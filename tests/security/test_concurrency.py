@@ -22,6 +22,7 @@ from tests.support.canary import PASSWORD_ENV, alive, exporter_for
 from tests.support.exporter_process import ExporterProcess, Metrics, Worker, parse
 from tests.support.mariadb import MariaDBFactory, ThrowawayMariaDB
 from tests.support.scrapes import states, summary
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.mariadb
 
@@ -88,11 +89,20 @@ def burst(exporter: ExporterProcess, count: int, started: threading.Barrier | No
         return list(pool.map(one, range(count)))
 
 
-def connections_to(port: int) -> int:
-    """Established client connections to a local port, from `ss`."""
-    result = subprocess.run(["ss", "-tnH", "state", "established", f"( dport = :{port} )"],
-                            capture_output=True, text=True, timeout=10, check=True)
-    return len(result.stdout.splitlines())
+def requests_taken(port: int) -> int:
+    """Connections to a local port whose request the server has read: its end of the
+    connection holds no unread bytes (Recv-Q 0) while the client's sent bytes are
+    acknowledged (Send-Q 0), from `ss`."""
+    def queues(direction: str) -> list[tuple[int, int]]:
+        result = subprocess.run(["ss", "-tnH", "state", "established", f"( {direction} )"],
+                                capture_output=True, text=True, timeout=10, check=True)
+        return [(int(f[0]), int(f[1])) for f in (line.split() for line in
+                                                 result.stdout.splitlines())]
+    clients = queues(f"dport = :{port}")
+    servers = queues(f"sport = :{port}")
+    if len(servers) < len(clients) or any(send for _, send in clients):
+        return 0
+    return sum(1 for recv, _ in servers if recv == 0)
 
 
 def collections(metrics: Metrics) -> float:
@@ -127,11 +137,10 @@ def test_a_burst_of_scrapes_during_one_collection_shares_it(
         runner = threading.Thread(target=lambda: results.extend(burst(exporter, BURST, barrier)))
         runner.start()
         barrier.wait(10)
-        # All fifty connected (and so, a moment later, waiting on the one collection).
-        deadline = time.monotonic() + 20
-        while connections_to(exporter.port) < BURST and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)
+        # All fifty requests read by the exporter, so each is waiting on the one collection
+        # (aiohttp runs a request's handler as soon as it has parsed it).
+        until(lambda: requests_taken(exporter.port) >= BURST,
+              "the exporter to read all fifty requests", timeout=20)
         server.resume()
         runner.join(30)
         assert not runner.is_alive()

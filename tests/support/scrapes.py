@@ -69,3 +69,25 @@ def create_users(db: ThrowawayMariaDB, password: str) -> None:
         "GRANT PROCESS ON *.* TO 'exporter'@'%'",
         f"CREATE USER 'app'@'%' IDENTIFIED BY '{password}'",
     )
+
+
+def observe(exporter: ExporterProcess, check: Callable[[Metrics], None], *, target: str,
+            reads: int, timeout: float = 15.0, interval: float = 0.2) -> list[Metrics]:
+    """Scrape until the exporter has made ``reads`` more server reads of ``target``,
+    running ``check`` on every scrape: a state that must hold across reads is then seen
+    to hold across them (the event is the reads counter, not the passing of time)."""
+    deadline = time.monotonic() + timeout
+    seen: list[Metrics] = []
+    start: float | None = None
+    while True:
+        metrics = exporter.scrape()
+        check(metrics)
+        seen.append(metrics)
+        done = metrics.get("mysql_idle_server_reads_total", target=target)
+        start = done if start is None else start
+        if done - start >= reads:
+            return seen
+        if time.monotonic() > deadline:
+            pytest.fail(f"not {reads} server reads within {timeout}s (saw {done - start:g}); "
+                        f"last scrape: {summary(metrics)}")
+        time.sleep(interval)
