@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from math import inf
 from typing import cast
 
 from exporter.addresses import is_ip, is_loopback
@@ -23,6 +24,15 @@ from exporter.model import (
     State,
     TargetSnapshot,
     TcpState,
+    TimeoutKind,
+)
+from exporter.timeouts import (
+    Outlived,
+    ProcessKind,
+    connection_limit,
+    idle_limit,
+    outlived_by,
+    process_kind,
 )
 
 _IDLE_STATES = frozenset({State.IDLE, State.AT_RISK})
@@ -42,6 +52,12 @@ class Memory:
     items_at: float = 0.0
     dropped_totals: Mapping[str, int] = field(default_factory=dict)
     correlation_working: bool = False
+    # Connections the server has shown idle past the limit assumed for them
+    # (exporter.timeouts.Outlived), while they are present.
+    outlived: Mapping[ConnectionKey, Outlived] = field(default_factory=dict)
+    # When the first idle connection's limit ends, by the last collection's reckoning (the
+    # planner reads the server then, to learn whether it was dropped or outlived it).
+    earliest_expiry: float | None = None
 
     @property
     def expiries(self) -> dict[ConnectionKey, tuple[str, float]]:
@@ -85,6 +101,33 @@ def _no_session(local: Endpoint) -> Session | None:
     return None
 
 
+def _capped(seconds: float | None, kind: TimeoutKind, network: float | None
+            ) -> tuple[float | None, TimeoutKind | None]:
+    if network is not None and (seconds is None or network < seconds):
+        return network, TimeoutKind.NETWORK
+    return (seconds, kind) if seconds is not None else (None, None)
+
+
+def _kind(kinds: dict[str, ProcessKind], process: str) -> ProcessKind:
+    """The process's kind, worked out once per name and collection."""
+    kind = kinds.get(process)
+    if kind is None:
+        kind = kinds[process] = process_kind(process)
+    return kind
+
+
+def _still_outlived(session: Session, server: ServerView, sock: Socket,
+                    kinds: dict[str, ProcessKind], known: Outlived,
+                    tolerance: float) -> Outlived:
+    """What a session is known to have outlived, with what this read adds to it."""
+    if known is Outlived.INTERACTIVE:
+        return known
+    process = _kind(kinds, sock.process)
+    base, base_kind = connection_limit(session, server, process, known)
+    seen = outlived_by(session, server, base_kind, base, tolerance)
+    return max(known, seen) if seen is not None else known
+
+
 def correlate(
     target: str,
     sockets: Sequence[Socket],
@@ -109,11 +152,17 @@ def correlate(
 
     # One pass over the sockets (10,000 of them a collection at 10,000 sessions): each
     # connection key is built once and matched sessions are classified inline. A session
-    # running a command is never idle; an idle one's headroom is its timeout (its own
-    # wait_timeout, else the global one, capped by the network's) less its idle time.
+    # running a command is never idle; an idle one's headroom is the limit that governs it
+    # (exporter.timeouts) less its idle time. The common cases (the global wait_timeout,
+    # or the session's own) take a short way; the others ask exporter.timeouts.
     phantom_possible = server is not None and server_usable and server.full_view
-    capped = settings.capped
-    global_timeout = capped(server.wait_timeout if server is not None else None)
+    network = settings.network_idle_timeout
+    plain: tuple[float | None, TimeoutKind | None] = (None, None)
+    if server is not None and server_usable:
+        plain = _capped(server.wait_timeout, TimeoutKind.WAIT, network)
+    plain_timeout, plain_kind = plain
+    wait_timeout = server.wait_timeout if server is not None else None
+    tolerance = settings.expiry_tolerance
     risk = settings.risk_headroom
     by_endpoint = index.by_endpoint.get if server_usable else _no_session
     by_name = index.find if server_usable and index.by_name_port else _no_session
@@ -121,17 +170,23 @@ def correlate(
     established, close_wait = TcpState.ESTABLISHED, TcpState.CLOSE_WAIT
     dropped_state, active, idle_state, at_risk = (
         State.DROPPED, State.ACTIVE, State.IDLE, State.AT_RISK)
+    session_kind, network_kind = TimeoutKind.SESSION, TimeoutKind.NETWORK
+    other = ProcessKind.OTHER
+    remembered = memory.outlived
+    outlived: dict[ConnectionKey, Outlived] = {}
+    kinds: dict[str, ProcessKind] = {}
     keys: list[ConnectionKey] = []
     items: list[Classified | None] = []  # None: unmatched or phantom, decided below
     matched_now: set[ConnectionKey] = set()
     pending: list[tuple[int, Socket]] = []
+    soonest = inf
     for sock in sockets:
         local = sock.local
         state = sock.state
         if sock.gone or state is close_wait:
             keys.append((local, sock.remote))
             items.append(new(Classified, (sock, None, dropped_state, sock.idle_seconds, None,
-                                          None)))
+                                          None, None)))
             continue
         if state is not established:
             # Only ESTABLISHED and CLOSE_WAIT say something about a session; the others are
@@ -150,20 +205,51 @@ def correlate(
         matched_now.add(key)
         if session.command != "Sleep":
             # Running a command (or was at the read, with no sign of a reply since).
-            items.append(new(Classified, (sock, session, active, None, None, None)))
+            items.append(new(Classified, (sock, session, active, None, None, None, None)))
             continue
         # The kernel's silence is exact and current; the server's is as old as the read.
         idle = sock.idle_seconds
         if idle is None:
             idle = session.idle_seconds + server_age
         own_timeout = session.wait_timeout
-        timeout = global_timeout if own_timeout is None else capped(own_timeout)
+        if session.transaction_seconds is not None or key in remembered:
+            assert server is not None  # a session comes from a usable read
+            timeout, kind = idle_limit(session, server, settings, _kind(kinds, sock.process),
+                                       remembered.get(key, Outlived.NOTHING))
+            if key in remembered:
+                outlived[key] = _still_outlived(session, server, sock, kinds, remembered[key],
+                                                tolerance)
+        elif own_timeout is not None:
+            if network is not None and network < own_timeout:
+                timeout, kind = network, network_kind
+            else:
+                timeout, kind = own_timeout, session_kind
+        elif _kind(kinds, sock.process) is other:
+            timeout, kind = plain_timeout, plain_kind
+            if wait_timeout is not None and session.idle_seconds > wait_timeout + tolerance:
+                # Alive on the server past wait_timeout: it is not under it.
+                assert server is not None
+                seen = outlived_by(session, server, TimeoutKind.WAIT, wait_timeout, tolerance)
+                if seen is not None:
+                    outlived[key] = seen
+                    timeout, kind = idle_limit(session, server, settings, other, seen)
+        else:
+            assert server is not None
+            timeout, kind = idle_limit(session, server, settings, kinds[sock.process])
+            base, base_kind = connection_limit(session, server, kinds[sock.process],
+                                               Outlived.NOTHING)
+            seen = outlived_by(session, server, base_kind, base, tolerance)
+            if seen is not None:
+                outlived[key] = seen
+                timeout, kind = idle_limit(session, server, settings, kinds[sock.process], seen)
         if timeout is None:
-            items.append(new(Classified, (sock, session, idle_state, idle, None, None)))
+            items.append(new(Classified, (sock, session, idle_state, idle, None, None, None)))
             continue
         headroom = timeout - idle
+        if headroom < soonest:
+            soonest = headroom
         items.append(new(Classified, (sock, session, at_risk if headroom <= risk else idle_state,
-                                      idle, timeout, headroom)))
+                                      idle, timeout, headroom, kind)))
     # A live connection that matched before still proves correlation works, even if its
     # session is gone now (that is what makes it a phantom rather than unmatched).
     if matched_now or any(key in memory.matched for key in live):
@@ -179,10 +265,12 @@ def correlate(
         key = keys[position]
         phantom = phantom_possible and (any_matched or key in memory.matched)
         items[position] = new(Classified, (sock, None, State.PHANTOM if phantom
-                                           else State.UNMATCHED, sock.idle_seconds, None, None))
+                                           else State.UNMATCHED, sock.idle_seconds, None, None,
+                                           None))
     classified = cast(list[Classified], items)  # every None was replaced just above
 
-    new_memory = _remember(keys, classified, memory, matched_now, working, now, settings)
+    new_memory = _remember(keys, classified, memory, matched_now, working, now, settings,
+                           outlived, None if soonest == inf else now + soonest)
     snapshot = TargetSnapshot(
         target=target,
         server=server,
@@ -203,6 +291,8 @@ def _remember(
     working: bool,
     now: float,
     settings: Settings,
+    outlived: Mapping[ConnectionKey, Outlived],
+    earliest_expiry: float | None,
 ) -> Memory:
     """`keys[i]` is the connection key of `items[i]`."""
     # The last item wins where two share a key (a gone socket and a new connection that
@@ -240,4 +330,6 @@ def _remember(
         items_at=now,
         dropped_totals=totals,
         correlation_working=working,
+        outlived=outlived,
+        earliest_expiry=earliest_expiry,
     )

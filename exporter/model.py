@@ -82,10 +82,19 @@ class Session(NamedTuple):
     # The session's own wait_timeout when the server exposes it (MySQL 8
     # performance_schema.variables_by_thread); None means "use the global value".
     wait_timeout: float | None = None
+    # The session's open InnoDB transaction (information_schema.INNODB_TRX), if any: how
+    # long it has been open at the read, and the rows it has locked and modified.
+    transaction_seconds: float | None = None
+    rows_locked: int = 0
+    rows_modified: int = 0
 
     @property
     def sleeping(self) -> bool:
         return self.command == "Sleep"
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.transaction_seconds is not None
 
 
 class Flavor(enum.Enum):
@@ -105,6 +114,10 @@ class ServerView:
     source: str = ""  # e.g. "information_schema", "performance_schema"
     wait_timeout: float | None = None
     interactive_timeout: float | None = None
+    # MariaDB's limits for sessions idle inside a transaction (None: off, or MySQL).
+    idle_transaction_timeout: float | None = None
+    idle_readonly_transaction_timeout: float | None = None
+    idle_write_transaction_timeout: float | None = None
     sessions: tuple[Session, ...] = ()
     # The exporter's own session ids and its own client endpoints: never counted.
     own_session_ids: frozenset[int] = frozenset()
@@ -120,6 +133,25 @@ class ServerView:
     # which exception); counted apart so that such failures are found, not taken for
     # an unreachable server.
     internal_error: bool = False
+
+
+class TimeoutKind(enum.Enum):
+    """Which limit governs an idle session (the smallest that applies to it)."""
+
+    # The server's global wait_timeout, assumed: the session's own is not readable.
+    WAIT = "wait_timeout"
+    # The session's own wait_timeout as the server reports it (MySQL variables_by_thread),
+    # or known otherwise (another mysql-idle-exporter raises its own to a year).
+    SESSION = "session_wait_timeout"
+    # interactive_timeout: an interactive client (the mysql/mariadb CLI), or a session
+    # seen to outlive wait_timeout.
+    INTERACTIVE = "interactive_timeout"
+    # MariaDB, a session idle inside a transaction.
+    TRANSACTION = "idle_transaction_timeout"
+    READONLY_TRANSACTION = "idle_readonly_transaction_timeout"
+    WRITE_TRANSACTION = "idle_write_transaction_timeout"
+    # --network.idle-timeout: the path forgets the flow first.
+    NETWORK = "network_idle_timeout"
 
 
 class State(enum.Enum):
@@ -174,6 +206,8 @@ class Classified(NamedTuple):
     idle_seconds: float | None = None
     timeout_seconds: float | None = None
     headroom_seconds: float | None = None
+    # Which limit timeout_seconds is (None without one: not idle, or not knowable).
+    timeout_kind: TimeoutKind | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,9 +35,14 @@ class ReadReason(enum.Enum):
     INTERVAL_ELAPSED = "interval elapsed"
     # The last read cannot know this connection: without a read it would look phantom.
     NEW_CONNECTION = "new connection"
-    # A connection that talked since the read may have changed command; the kernel says
-    # it is near its timeout: confirm with the server before calling it at risk.
+    # A connection that talked since the read may have changed command or limit (SET
+    # SESSION wait_timeout); the kernel says it is near its limit: confirm with the server
+    # before calling it at risk.
     CHANGED_NEAR_TIMEOUT = "connection near its timeout changed since the read"
+    # A connection idle past the limit predicted for it is still open: the server says
+    # whether it was dropped (a phantom: its teardown was lost) or lives under a longer
+    # limit (an interactive client, a SET SESSION the server does not show).
+    PAST_PREDICTED_TIMEOUT = "connection open past its predicted timeout"
 
     @property
     def cache_will_do(self) -> bool:
@@ -174,19 +179,33 @@ def _reason(
     if new_connection:
         return ReadReason.NEW_CONNECTION
     settings = policy.settings
-    timeout = settings.capped(server.wait_timeout)
-    if timeout is None:
-        return None
+    memory = state.memory
+    expiry = memory.earliest_expiry
+    if (
+        expiry is not None
+        and now >= expiry + settings.expiry_tolerance
+        and server.read_at < expiry + settings.expiry_tolerance
+    ):
+        return ReadReason.PAST_PREDICTED_TIMEOUT
+    fallback = settings.capped(server.wait_timeout)
+    last = memory.items
     established = TcpState.ESTABLISHED
     for s in sockets:
         idle = s.idle_seconds
         if (
-            s.state is established
-            and not s.gone
-            and idle is not None
-            and idle < age  # it talked since the read
-            and timeout - idle <= settings.risk_headroom
+            s.state is not established
+            or s.gone
+            or idle is None
+            or idle >= age  # silent since the read: the read still describes it
         ):
+            continue
+        # Its limit as last known (its own, interactive, in a transaction), else the
+        # global one.
+        item = last.get((s.local, s.remote))
+        timeout = item.timeout_seconds if item is not None else None
+        if timeout is None:
+            timeout = fallback
+        if timeout is not None and timeout - idle <= settings.risk_headroom:
             return ReadReason.CHANGED_NEAR_TIMEOUT
     return None
 

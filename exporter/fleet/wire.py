@@ -81,6 +81,9 @@ def _with_sessions(view: ServerView, sessions: tuple[Session, ...]) -> ServerVie
         source=view.source,
         wait_timeout=view.wait_timeout,
         interactive_timeout=view.interactive_timeout,
+        idle_transaction_timeout=view.idle_transaction_timeout,
+        idle_readonly_transaction_timeout=view.idle_readonly_transaction_timeout,
+        idle_write_transaction_timeout=view.idle_write_transaction_timeout,
         sessions=sessions,
         full_view=view.full_view,
         per_session_timeouts=view.per_session_timeouts,
@@ -100,6 +103,9 @@ def encode_view(view: ServerView, now: float) -> dict[str, Any]:
         "source": view.source,
         "wait_timeout": view.wait_timeout,
         "interactive_timeout": view.interactive_timeout,
+        "idle_transaction_timeout": view.idle_transaction_timeout,
+        "idle_readonly_transaction_timeout": view.idle_readonly_transaction_timeout,
+        "idle_write_transaction_timeout": view.idle_write_transaction_timeout,
         "full_view": view.full_view,
         "per_session_timeouts": view.per_session_timeouts,
         "age_seconds": max(now - view.read_at, 0.0) if view.ok else None,
@@ -113,6 +119,9 @@ def encode_view(view: ServerView, now: float) -> dict[str, Any]:
                 "command": s.command,
                 "idle_seconds": s.idle_seconds,
                 "wait_timeout": s.wait_timeout,
+                "transaction_seconds": s.transaction_seconds,
+                "rows_locked": s.rows_locked,
+                "rows_modified": s.rows_modified,
             }
             for s in view.sessions
         ],
@@ -131,6 +140,15 @@ def _number(value: Any, name: str, *, optional: bool = True) -> float | None:
     if not math.isfinite(number):  # JSON may say NaN and Infinity
         raise FleetFormatError(f"{name} must be a finite number")
     return number
+
+
+def _count(value: Any, name: str) -> int:
+    """A non-negative whole number; absent means 0."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise FleetFormatError(f"{name} must be a non-negative integer")
+    return value
 
 
 def _text(value: Any, name: str, *, optional: bool = False) -> str | None:
@@ -175,6 +193,11 @@ def decode_view(document: Mapping[str, Any], now: float) -> ServerView:
                 idle_seconds=_number(row.get("idle_seconds"), "idle_seconds", optional=False)
                 or 0.0,
                 wait_timeout=_number(row.get("wait_timeout"), "wait_timeout"),
+                # Absent from an older fleet exporter's answers: no transaction known.
+                transaction_seconds=_number(row.get("transaction_seconds"),
+                                            "transaction_seconds"),
+                rows_locked=_count(row.get("rows_locked"), "rows_locked"),
+                rows_modified=_count(row.get("rows_modified"), "rows_modified"),
             )
         )
     flavor_text = _text(document.get("flavor"), "flavor", optional=True)
@@ -191,6 +214,13 @@ def decode_view(document: Mapping[str, Any], now: float) -> ServerView:
         source=f"fleet:{_text(document.get('source'), 'source')}",
         wait_timeout=_number(document.get("wait_timeout"), "wait_timeout"),
         interactive_timeout=_number(document.get("interactive_timeout"), "interactive_timeout"),
+        idle_transaction_timeout=_number(document.get("idle_transaction_timeout"),
+                                         "idle_transaction_timeout"),
+        idle_readonly_transaction_timeout=_number(
+            document.get("idle_readonly_transaction_timeout"),
+            "idle_readonly_transaction_timeout"),
+        idle_write_transaction_timeout=_number(document.get("idle_write_transaction_timeout"),
+                                               "idle_write_transaction_timeout"),
         sessions=tuple(sessions),
         full_view=bool(document.get("full_view")),
         per_session_timeouts=bool(document.get("per_session_timeouts")),

@@ -1,7 +1,6 @@
 """The session side: what the database server says about its client sessions."""
 
 from exporter.sessions.connection import (
-    OWN_WAIT_TIMEOUT,
     ConnectFailed,
     ConnectionInfo,
     ConnectionLost,
@@ -20,6 +19,7 @@ from exporter.sessions.credentials import (
 )
 from exporter.sessions.reader import SessionReader
 from exporter.sessions.sources import Capabilities, Prefer, Source, SourceUnavailable
+from exporter.timeouts import OWN_WAIT_TIMEOUT
 
 __all__ = [
     "OWN_WAIT_TIMEOUT",

@@ -35,7 +35,8 @@ GROUP_CONCAT_MAX_LEN = 1 << 30
 # Rows are joined by the same separator as the idle time and the fields, so one split
 # of the text (in C) gives idle time, fields, idle time, fields, ... and slicing gives
 # the idle times apart, for one map(float) (in C too).
-_STATIC = ("id", "user", "host", "db", "command", "ip", "port", "wait_timeout")
+_STATIC = ("id", "user", "host", "db", "command", "ip", "port", "wait_timeout", "trx_seconds",
+           "rows_locked", "rows_modified")
 _ALIAS = dict(zip(sources.COLUMNS, sources.ALIASES, strict=True))
 _IDLE_MS = f"IFNULL(COALESCE({_ALIAS['time_ms']}, {_ALIAS['time']} * 1000), '')"
 _FIELDS = f", '{FIELD}', ".join(
@@ -44,9 +45,13 @@ _FIELDS = f", '{FIELD}', ".join(
 )
 _ROW = f"{_IDLE_MS}, '{RECORD}', {_FIELDS}"
 
-# What a row's static part says: the Session fields but the idle time, or None for a row
-# that needs the general conversion.
-_Static = tuple[int, Endpoint | None, str, str | None, str, float | None] | None
+# What a row's static part says: the Session fields but the idle time (before it, and the
+# transaction after it), or None for a row that needs the general conversion. A session in
+# a transaction has a new static part at every read (its age grows): sessions in
+# transactions are few, and cost a parse each.
+_Static = tuple[
+    int, Endpoint | None, str, str | None, str, float | None, tuple[float | None, int, int]
+] | None
 
 
 def compact_query(
@@ -57,15 +62,18 @@ def compact_query(
     caps: Capabilities | None = None,
 ) -> Query:
     """The whole read as one statement: global ``wait_timeout``, ``interactive_timeout``,
-    the number of sessions, the session's ``group_concat_max_len``, and the sessions
-    packed into one text (NULL when there is none): ``unpack``'s arguments in order from
-    the third."""
+    the number of sessions, the session's ``group_concat_max_len``, the sessions packed
+    into one text (NULL when there is none): ``unpack``'s arguments in order from the
+    third; then, on MariaDB, its three idle-transaction limits."""
     prefix, inner = sources.processlist_select(source, client_ips, flavor=flavor, caps=caps)
+    extra = (
+        f", {sources.MARIADB_TRANSACTION_TIMEOUTS_SQL}" if flavor is Flavor.MARIADB else ""
+    )
     # Only constant text is joined here; the client addresses stay parameters.
     sql = (
-        f"{prefix}SELECT @@global.wait_timeout, @@global.interactive_timeout,"  # noqa: S608
+        f"{prefix}SELECT {sources.TIMEOUTS_SQL},"  # noqa: S608
         f" COUNT(*), @@session.group_concat_max_len,"
-        f" GROUP_CONCAT({_ROW} SEPARATOR '{RECORD}') FROM ({inner.sql}) AS processlist"
+        f" GROUP_CONCAT({_ROW} SEPARATOR '{RECORD}'){extra} FROM ({inner.sql}) AS processlist"
     )
     return Query(sql, inner.args)
 
@@ -109,11 +117,11 @@ class Unpacker:
             if static is None:
                 append(_typed(static_text.split(FIELD), idle))
                 continue
-            session_id, client, user, db, command, timeout = static
+            session_id, client, user, db, command, timeout, trx = static
             # No idle time (NULL) reads as 0, as in the row conversion.
             append(new_session(Session, (session_id, client, user, db, command,
                                          idle if idle is not None and idle > 0.0 else 0.0,
-                                         timeout)))
+                                         timeout, *trx)))
         return sessions
 
 
@@ -160,7 +168,8 @@ def _maybe_cut(packed: str, limit: object) -> bool:
 def _static(fields: Sequence[str]) -> _Static:
     """The static fields of one row, converted as ``sources.row_to_session`` converts the
     typed row the driver would have returned; None for a row it should convert itself."""
-    id_text, user, host, db, command, ip, port, wait_timeout = fields
+    (id_text, user, host, db, command, ip, port, wait_timeout, trx_seconds, rows_locked,
+     rows_modified) = fields
     try:
         session_id = int(id_text)
     except ValueError:
@@ -176,10 +185,11 @@ def _static(fields: Sequence[str]) -> _Static:
         db[1:] if db else None,
         command,
         timeout if timeout is not None and timeout > 0 else None,
+        sources.transaction(trx_seconds or None, rows_locked or None, rows_modified or None),
     )
 
 
-_UNKNOWN: _Static = (-1, None, "", None, "", None)  # a sentinel for "not seen before"
+_UNKNOWN: _Static = (-1, None, "", None, "", None, (None, 0, 0))  # "not seen before"
 
 
 def _typed(static: Sequence[str], idle: float | None) -> Session | None:

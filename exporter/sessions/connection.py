@@ -32,11 +32,10 @@ from exporter.sessions import sources
 from exporter.sessions.compact import GROUP_CONCAT_MAX_LEN
 from exporter.sessions.credentials import Credentials, SslMode, SslOptions
 from exporter.sessions.sources import Capabilities
+from exporter.timeouts import OWN_WAIT_TIMEOUT
 
 log = logging.getLogger(__name__)
 
-# The largest wait_timeout MySQL and MariaDB accept: one year.
-OWN_WAIT_TIMEOUT = 31_536_000
 
 # Error codes meaning "this connection is gone; a new one may work".
 LOST_CONNECTION_CODES = frozenset(

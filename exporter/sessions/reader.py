@@ -19,7 +19,6 @@ from exporter.deadline import Deadline
 from exporter.model import Endpoint, ReadCounts, ServerView, Session
 from exporter.sessions import compact, sources
 from exporter.sessions.connection import (
-    OWN_WAIT_TIMEOUT,
     ConnectionInfo,
     ServerConnection,
     ServerError,
@@ -27,6 +26,7 @@ from exporter.sessions.connection import (
 from exporter.sessions.credentials import Credentials
 from exporter.sessions.source import ReadTally
 from exporter.sessions.sources import Prefer, Source, SourceUnavailable
+from exporter.timeouts import OWN_WAIT_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +144,9 @@ class SessionReader:
             sessions: tuple[Session, ...] = ()
             started, connecting = time.perf_counter(), conn.connect_seconds
             if client_ips is not None and not client_ips:
-                rows = conn.query(sources.VARIABLES_SQL, deadline=deadline)
+                rows = conn.query(sources.variables_sql(info.flavor), deadline=deadline)
                 durations["variables"] = _phase(started, connecting, conn)
-                wait_timeout, interactive_timeout = _timeouts(rows)
+                limits = _limits(rows, first_extra=2)
             else:
                 query = compact.compact_query(
                     source, client_ips, flavor=info.flavor, caps=info.capabilities
@@ -154,7 +154,7 @@ class SessionReader:
                 rows = conn.query(query.sql, query.args, deadline=deadline)
                 durations["processlist"] = _phase(started, connecting, conn)
                 info = _info(conn)  # a reconnect in between changes our own id
-                wait_timeout, interactive_timeout = _timeouts(rows)
+                limits = _limits(rows, first_extra=5)
                 row = rows[0] if rows else ()
                 unpacked = self._unpacker.unpack(*row[2:5]) if len(row) >= 5 else None
                 if unpacked is None:
@@ -183,8 +183,11 @@ class SessionReader:
             flavor=info.flavor,
             version=info.version,
             source=source.value,
-            wait_timeout=wait_timeout,
-            interactive_timeout=interactive_timeout,
+            wait_timeout=limits[0],
+            interactive_timeout=limits[1],
+            idle_transaction_timeout=limits[2],
+            idle_readonly_transaction_timeout=limits[3],
+            idle_write_transaction_timeout=limits[4],
             sessions=sessions,
             own_session_ids=_own_ids(info),
             own_client_endpoints=_own_endpoints(info),
@@ -263,11 +266,17 @@ def _info(conn: ServerConnection) -> ConnectionInfo:
     return info
 
 
-def _timeouts(rows: list[tuple[object, ...]]) -> tuple[float | None, float | None]:
-    if not rows:
-        return None, None
-    row = rows[0]
-    return _seconds(row[0] if row else None), _seconds(row[1] if len(row) > 1 else None)
+def _limits(rows: list[tuple[object, ...]], *, first_extra: int) -> list[float | None]:
+    """wait_timeout, interactive_timeout and MariaDB's idle_transaction_timeout,
+    idle_readonly_transaction_timeout and idle_write_transaction_timeout from a read's
+    first row: the first two in its first columns, the others from ``first_extra`` on
+    (where there are any). A transaction limit of 0 is off: None."""
+    row = rows[0] if rows else ()
+    limits = [_seconds(row[0] if row else None), _seconds(row[1] if len(row) > 1 else None)]
+    for column in range(first_extra, first_extra + 3):
+        value = _seconds(row[column]) if len(row) > column else None
+        limits.append(value if value else None)
+    return limits
 
 
 def _seconds(value: object) -> float | None:

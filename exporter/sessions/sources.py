@@ -1,9 +1,11 @@
 """Where the server lists its sessions: the SQL per source and pure row -> Session conversion.
 
-Every processlist query returns the same ten columns (``COLUMNS``), with NULL where a
-source lacks one (or has a better one: ``TIME`` next to MariaDB's ``TIME_MS``), so one
-conversion serves all sources. Query text (``INFO``) is never
-selected: it can hold secrets.
+Every processlist query returns the same columns (``COLUMNS``), with NULL where a source
+lacks one (or has a better one: ``TIME`` next to MariaDB's ``TIME_MS``), so one conversion
+serves all sources. Query text (``INFO``, ``trx_query``) is never selected: it can hold
+secrets. Each session's open InnoDB transaction, if any, comes from
+``information_schema.INNODB_TRX`` (which needs PROCESS, as the full processlist does)
+joined on its thread id.
 
 Sources:
 - ``information_schema``: ``information_schema.PROCESSLIST`` (any server; ``TIME_MS`` on
@@ -52,10 +54,23 @@ class SourceUnavailable(Exception):
     """The preferred source cannot be used on this server; str() says why."""
 
 
-COLUMNS = ("id", "user", "host", "db", "command", "time", "time_ms", "ip", "port", "wait_timeout")
+COLUMNS = ("id", "user", "host", "db", "command", "time", "time_ms", "ip", "port", "wait_timeout",
+           "trx_seconds", "rows_locked", "rows_modified")
 ALIASES = tuple(f"p_{name}" for name in COLUMNS)  # the queries' column names
 
-VARIABLES_SQL = "SELECT @@global.wait_timeout, @@global.interactive_timeout"
+# The server's idle limits: the first two everywhere, MariaDB's transaction ones after them.
+TIMEOUTS_SQL = "@@global.wait_timeout, @@global.interactive_timeout"
+MARIADB_TRANSACTION_TIMEOUTS_SQL = (
+    "@@global.idle_transaction_timeout, @@global.idle_readonly_transaction_timeout,"
+    " @@global.idle_write_transaction_timeout"
+)
+
+
+def variables_sql(flavor: Flavor) -> str:
+    """The read of the server's idle limits alone (a watcher with no socket)."""
+    if flavor is Flavor.MARIADB:
+        return f"SELECT {TIMEOUTS_SQL}, {MARIADB_TRANSACTION_TIMEOUTS_SQL}"
+    return f"SELECT {TIMEOUTS_SQL}"
 
 # --- capability probing (connect time only) -----------------------------------------
 
@@ -160,21 +175,30 @@ class Query:
 # MariaDB's TIME_MS makes TIME redundant: one column fewer to decode per row.
 # Every column is named (``ALIASES``) so that a query can also serve as a derived table
 # (exporter/sessions/compact.py), where unnamed NULL columns would collide.
+# The open InnoDB transaction of a session: its age in seconds and its row counts.
+_TRX_COLUMNS = (
+    ", TIMESTAMPDIFF(SECOND, x.trx_started, NOW()) AS p_trx_seconds,"
+    " x.trx_rows_locked AS p_rows_locked, x.trx_rows_modified AS p_rows_modified"
+)
+_NO_TRX_COLUMNS = ", NULL AS p_trx_seconds, NULL AS p_rows_locked, NULL AS p_rows_modified"
+_TRX_JOIN = " LEFT JOIN information_schema.INNODB_TRX AS x ON x.trx_mysql_thread_id = {id}"
+
 _IS_SELECT = (
     "SELECT ID AS p_id, USER AS p_user, HOST AS p_host, DB AS p_db, COMMAND AS p_command,"
     " {time} AS p_time, {time_ms} AS p_time_ms, NULL AS p_ip, NULL AS p_port,"
-    " NULL AS p_wait_timeout"
-    " FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID()"
+    " NULL AS p_wait_timeout{trx_columns}"
+    " FROM information_schema.PROCESSLIST{trx_join} WHERE ID <> CONNECTION_ID()"
 )
 
 _PS_THREADS_SELECT = (
     "SELECT t.PROCESSLIST_ID AS p_id, t.PROCESSLIST_USER AS p_user,"
     " t.PROCESSLIST_HOST AS p_host, t.PROCESSLIST_DB AS p_db,"
     " t.PROCESSLIST_COMMAND AS p_command, t.PROCESSLIST_TIME AS p_time, NULL AS p_time_ms,"
-    " s.IP AS p_ip, s.PORT AS p_port, NULL AS p_wait_timeout"
+    " s.IP AS p_ip, s.PORT AS p_port, NULL AS p_wait_timeout{trx_columns}"
     " FROM performance_schema.threads AS t"
     " LEFT JOIN performance_schema.socket_instances AS s"
     " ON s.THREAD_ID = t.THREAD_ID AND s.EVENT_NAME = 'wait/io/socket/sql/client_connection'"
+    "{trx_join}"
     " WHERE t.TYPE = 'FOREGROUND' AND t.PROCESSLIST_ID IS NOT NULL"
     " AND t.PROCESSLIST_ID <> CONNECTION_ID()"
 )
@@ -182,12 +206,12 @@ _PS_THREADS_SELECT = (
 _PS_PROCESSLIST_SELECT = (
     "SELECT p.ID AS p_id, p.USER AS p_user, p.HOST AS p_host, p.DB AS p_db,"
     " p.COMMAND AS p_command, p.TIME AS p_time, NULL AS p_time_ms, s.IP AS p_ip,"
-    " s.PORT AS p_port, {timeout} AS p_wait_timeout"
+    " s.PORT AS p_port, {timeout} AS p_wait_timeout{trx_columns}"
     " FROM performance_schema.processlist AS p"
     " LEFT JOIN performance_schema.threads AS t ON t.PROCESSLIST_ID = p.ID"
     " LEFT JOIN performance_schema.socket_instances AS s"
     " ON s.THREAD_ID = t.THREAD_ID AND s.EVENT_NAME = 'wait/io/socket/sql/client_connection'"
-    "{join} WHERE p.ID <> CONNECTION_ID()"
+    "{join}{trx_join} WHERE p.ID <> CONNECTION_ID()"
 )
 # MariaDB's performance_schema tables have no indexes, and its default join_cache_level (2)
 # joins them with a block nested loop: threads x socket_instances comparisons, 11 s of
@@ -242,10 +266,17 @@ def processlist_select(
     or "") and the SELECT itself, which another query may wrap."""
     prefix = ""
     caps = caps or Capabilities()
+    # INNODB_TRX answers error 1227 without PROCESS: then no transaction is known.
+    trx_columns = _TRX_COLUMNS if caps.process else _NO_TRX_COLUMNS
+
+    def trx_join(thread_id: str) -> str:
+        return _TRX_JOIN.format(id=thread_id) if caps.process else ""
+
     if source is Source.INFORMATION_SCHEMA:
         maria = flavor is Flavor.MARIADB
         sql = _IS_SELECT.format(
-            time="NULL" if maria else "TIME", time_ms="TIME_MS" if maria else "NULL"
+            time="NULL" if maria else "TIME", time_ms="TIME_MS" if maria else "NULL",
+            trx_columns=trx_columns, trx_join=trx_join("ID"),
         )
         patterns = host_patterns(client_ips, names_resolved=caps.names_resolved)
         if patterns is None:
@@ -255,7 +286,8 @@ def processlist_select(
         condition = " OR ".join(["HOST LIKE %s ESCAPE '!'"] * len(patterns))
         return prefix, Query(f"{sql} AND ({condition})", patterns)
     if source is Source.PS_THREADS:
-        sql = _PS_THREADS_SELECT
+        sql = _PS_THREADS_SELECT.format(trx_columns=trx_columns,
+                                        trx_join=trx_join("t.PROCESSLIST_ID"))
         if flavor is Flavor.MARIADB:
             if client_ips:
                 sql = sql.replace(_PS_THREADS_FROM, _PS_THREADS_FROM_SOCKETS)
@@ -265,6 +297,7 @@ def processlist_select(
         sql = _PS_PROCESSLIST_SELECT.format(
             timeout="v.VARIABLE_VALUE" if per_session else "NULL",
             join=_VARIABLES_JOIN if per_session else "",
+            trx_columns=trx_columns, trx_join=trx_join("p.ID"),
         )
     ips = socket_ips(client_ips)
     if ips is None:
@@ -376,7 +409,8 @@ def row_to_session(row: Sequence[object]) -> Session | None:
     # driver returns (int, str, Decimal, None) take the short way past the general
     # conversions, which give the same result for them.
     values = row if type(row) is tuple and len(row) == _WIDTH else _padded(row)
-    raw_id, user, host, db, command, time_s, time_ms, ip, port, wait_timeout = values
+    (raw_id, user, host, db, command, time_s, time_ms, ip, port, wait_timeout,
+     trx_seconds, rows_locked, rows_modified) = values
     session_id = raw_id if type(raw_id) is int else _int(raw_id)
     if session_id is None or session_id < 0:
         return None
@@ -395,6 +429,21 @@ def row_to_session(row: Sequence[object]) -> Session | None:
         (command if type(command) is str else _text(command)) or "",  # command
         max(idle, 0.0),  # idle_seconds
         timeout if timeout is not None and timeout > 0 else None,  # wait_timeout
+        *transaction(trx_seconds, rows_locked, rows_modified),
+    )
+
+
+def transaction(
+    seconds: object, rows_locked: object, rows_modified: object
+) -> tuple[float | None, int, int]:
+    """A session's transaction fields from INNODB_TRX's values (all NULL: none open)."""
+    if seconds is None and rows_locked is None:
+        return None, 0, 0
+    age = _float(seconds)
+    return (
+        max(age, 0.0) if age is not None else 0.0,
+        max(_int(rows_locked) or 0, 0),
+        max(_int(rows_modified) or 0, 0),
     )
 
 

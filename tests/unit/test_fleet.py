@@ -39,6 +39,9 @@ sessions = st.builds(
     command=st.sampled_from(["Sleep", "Query", "Binlog Dump"]),
     idle_seconds=st.floats(min_value=0, max_value=1e7, allow_nan=False),
     wait_timeout=st.one_of(st.none(), st.floats(min_value=0, max_value=1e7)),
+    transaction_seconds=st.one_of(st.none(), st.floats(min_value=0, max_value=1e7)),
+    rows_locked=st.integers(min_value=0, max_value=2**40),
+    rows_modified=st.integers(min_value=0, max_value=2**40),
 )
 
 
@@ -46,13 +49,15 @@ sessions = st.builds(
 def test_round_trip(rows: list[Session], age: float) -> None:
     original = ServerView(target="db:3306", ok=True, flavor=Flavor.MYSQL, version="8.0.36",
                           source="performance_schema", wait_timeout=28800.0,
-                          interactive_timeout=28800.0, sessions=tuple(rows),
+                          interactive_timeout=28800.0, idle_transaction_timeout=30.0,
+                          sessions=tuple(rows),
                           per_session_timeouts=True, read_at=1000.0)
     document = json.loads(json.dumps(encode_view(original, now=1000.0 + age)))
     decoded = decode_view(document, now=5000.0)
     assert decoded.sessions == original.sessions
     assert decoded.read_at == pytest.approx(5000.0 - age)
     assert decoded.wait_timeout == 28800.0 and decoded.per_session_timeouts
+    assert decoded.idle_transaction_timeout == 30.0
     assert decoded.source == "fleet:performance_schema"
 
 

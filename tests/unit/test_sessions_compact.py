@@ -14,7 +14,8 @@ from exporter.sessions import compact, sources
 from exporter.sessions.compact import FIELD, RECORD, Unpacker, compact_query, unpack
 from exporter.sessions.sources import COLUMNS, Capabilities, Source, row_to_session
 
-STATIC = ("id", "user", "host", "db", "command", "ip", "port", "wait_timeout")
+STATIC = ("id", "user", "host", "db", "command", "ip", "port", "wait_timeout", "trx_seconds",
+          "rows_locked", "rows_modified")
 
 
 def server_text(value: object) -> str:
@@ -31,6 +32,7 @@ def pack(rows: list[tuple[object, ...]]) -> tuple[int, int, str | None]:
     """Rows in COLUMNS order as compact_query's last three columns would send them."""
     packed = []
     for row in rows:
+        row = (*row, *(None,) * (len(COLUMNS) - len(row)))  # rows without transaction columns
         by_name = dict(zip(COLUMNS, row, strict=True))
         fields = []
         for name in STATIC:
@@ -82,6 +84,9 @@ def test_unpacks_fixture_rows_like_the_row_conversion() -> None:
         (17, "system user", None, None, "Daemon", None, Decimal("0"), None, None, None),
         (31, "app", "h:1", "shop", "Sleep", 30, None, "10.1.2.3", 5555, "600"),
         (32, None, None, None, None, None, None, "::ffff:10.1.2.4", 5556, None),
+        # Idle inside a transaction open for 42 s that locked 3 rows and modified 1.
+        (33, "app", "10.1.2.5:5557", "shop", "Sleep", None, Decimal("40000.000"), None, None,
+         None, 42, 3, 1),
     ]
     got = unpack(*pack(rows))
     assert got == [row_to_session(row) for row in rows]
@@ -91,6 +96,9 @@ def test_unpacks_fixture_rows_like_the_row_conversion() -> None:
     assert got[2] is not None and got[2].db == ""  # an empty name is not NULL
     assert got[4] is not None and got[4].client == Endpoint("10.1.2.3", 5555)
     assert got[4].wait_timeout == 600.0
+    assert (got[4].transaction_seconds, got[4].rows_locked) == (None, 0)
+    assert got[6] is not None and got[6].in_transaction
+    assert (got[6].transaction_seconds, got[6].rows_locked, got[6].rows_modified) == (42, 3, 1)
 
 
 def test_no_sessions() -> None:
@@ -118,7 +126,7 @@ def test_untrustworthy_text_is_refused(mangle: object) -> None:
 
 def test_text_the_server_may_have_cut_is_refused() -> None:
     rows = [(i, "app", f"127.0.0.1:{1000 + i}", None, "Sleep", None, Decimal("12345.678"),
-             None, None, "28800") for i in range(1, 4)]
+             None, None, "28800", 42, 3, 28800) for i in range(1, 4)]
     count, limit, packed = pack(rows)
     assert packed is not None
     assert unpack(count, limit, packed) == [row_to_session(r) for r in rows]
@@ -127,7 +135,7 @@ def test_text_the_server_may_have_cut_is_refused() -> None:
     assert unpack("3", limit, packed) is None  # a count that is not an int
     # Cut inside the last row: every row and field is there, but the text is as long as
     # group_concat_max_len allows, so it may be cut short.
-    cut = packed[:-2]  # wait_timeout "28800" -> "288"
+    cut = packed[:-2]  # rows_modified "28800" -> "288"
     assert len(cut.split(RECORD)) == 2 * count and cut.count(FIELD) == packed.count(FIELD)
     assert unpack(count, len(cut.encode()), cut) is None
     assert unpack(count, None, packed) is None  # no limit known
