@@ -56,6 +56,9 @@ class ThrowawayMariaDB(TestServerMixin, throwaway.ThrowawayMariaDB):
         "--max-connections=500",
     )
 
+    # Debian's MariaDB 10.11 offers no TLS unless given certificates.
+    no_tls_args: tuple[str, ...] = ()
+
     def _install(self) -> None:
         try:
             template = template_datadir()

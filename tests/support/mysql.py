@@ -30,3 +30,5 @@ class ThrowawayMySQL(TestServerMixin, throwaway.ThrowawayMySQL):
         *throwaway.ThrowawayMySQL.server_args,
         "--max-connections=500",
     )
+    # MySQL offers TLS out of the box (certificates made at --initialize); this turns it off.
+    no_tls_args: tuple[str, ...] = ("--tls-version=",)

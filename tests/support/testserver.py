@@ -123,6 +123,23 @@ class TestServerMixin(_Base):
     def is_mysql(self) -> bool:
         return self.flavor == "mysql"
 
+    def offers_tls(self) -> bool:
+        if self.is_mysql:
+            rows = self.execute(
+                "SELECT VALUE FROM performance_schema.tls_channel_status"
+                " WHERE CHANNEL = 'mysql_main' AND PROPERTY = 'Enabled'")
+            return bool(rows) and rows[0][0] == "Yes"
+        return bool(self.execute("SELECT @@have_ssl")[0][0] == "YES")
+
+    def tls_versions_of(self, user: str) -> list[str]:
+        """The TLS version of every session of `user` ("" for none), as the server saw it
+        negotiated (performance_schema must be ON)."""
+        rows = self.execute(
+            "SELECT s.VARIABLE_VALUE FROM performance_schema.status_by_thread AS s"
+            " JOIN performance_schema.threads AS t ON t.THREAD_ID = s.THREAD_ID"
+            " WHERE t.PROCESSLIST_USER = %s AND s.VARIABLE_NAME = 'Ssl_version'", args=(user,))
+        return [str(row[0]) for row in rows]
+
     def idle_seconds(self, client_port: int) -> float | None:
         """The server's own idle time of the sleeping session whose client port is
         `client_port`, to the millisecond; None if there is none."""
