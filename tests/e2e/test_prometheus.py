@@ -1,7 +1,8 @@
 """End to end with a real Prometheus: it scrapes the real exporter, which watches a
-throwaway server (MariaDB 10.11, then MySQL 9.7), evaluates the project's rules (a copy with 1 s intervals and no `for:`),
-and its HTTP API must show the about-to-be-dropped alert fire before the drop and the
-dead-session alert after it. Then every dashboard query must return data."""
+throwaway server (MariaDB 10.11, then MySQL 9.7), evaluates the project's rules (a copy
+with 1 s intervals and no `for:`), and its HTTP API must show the about-to-be-dropped alert
+fire before the drop and the dead-session alert after it. Then every dashboard query must
+return data."""
 
 from __future__ import annotations
 
