@@ -29,7 +29,7 @@ from tests.support.scrapes import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.netns, pytest.mark.mariadb]
+pytestmark = pytest.mark.netns
 
 HEADROOM = 5
 PROXY_PORT = 6033
