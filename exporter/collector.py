@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from exporter import __version__
 from exporter.correlate import TargetSnapshot
 from exporter.model import ALL_STATES
+from exporter.sockets.owners import WITHOUT_OWNER_REASONS
 from exporter.summary import TargetSummary, summarise, utf8_label
 
 __all__ = ["IDLE_BUCKETS", "Snapshot", "SnapshotCollector", "TargetCounters", "utf8_label"]
@@ -49,6 +50,8 @@ class Snapshot:
     # Per target, summarise(target, top_sessions), made where the collection ran so that
     # rendering (on the event loop, once per scrape) does not walk every item again.
     summaries: dict[str, TargetSummary] = field(default_factory=dict)
+    # Sockets in the kernel's table whose owning process cannot be read, by reason.
+    sockets_without_owner: dict[str, int] = field(default_factory=dict)
 
     def only(self, target: str) -> Snapshot:
         return Snapshot(
@@ -58,6 +61,7 @@ class Snapshot:
             collections=self.collections,
             top_sessions=self.top_sessions,
             summaries={k: v for k, v in self.summaries.items() if k == target},
+            sockets_without_owner=self.sockets_without_owner,
         )
 
     def summary(self, target: TargetSnapshot) -> TargetSummary:
@@ -115,6 +119,7 @@ class SnapshotCollector(Collector):
         yield from self._headroom(summaries)
         yield from self._histograms(summaries)
         yield from self._drops(summaries)
+        yield self._without_owner()
         yield from self._self_metrics(targets)
 
     def _up(self, targets: Sequence[TargetSnapshot]) -> Iterator[Metric]:
@@ -271,6 +276,19 @@ class SnapshotCollector(Collector):
             for process in sorted(totals):
                 drops.add_metric([t.target, process], float(totals[process]))
         yield drops
+
+    def _without_owner(self) -> Metric:
+        family = GaugeMetricFamily(
+            "mysql_idle_sockets_without_owner",
+            "Watched sockets whose owning process cannot be read, by reason: no_permission "
+            "(needs the same uid and gid, or CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH) or "
+            "not_visible (not in this PID namespace: shareProcessNamespace).",
+            labels=["reason"],
+        )
+        counts = self._snapshot.sockets_without_owner
+        for reason in WITHOUT_OWNER_REASONS:
+            family.add_metric([reason], float(counts.get(reason, 0)))
+        return family
 
     def _self_metrics(self, targets: Sequence[TargetSnapshot]) -> Iterator[Metric]:
         durations = GaugeMetricFamily(

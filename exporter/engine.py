@@ -284,6 +284,8 @@ class Engine:
             collections=self._collections,
             top_sessions=self._top,
             summaries={snap.target: summary for (snap, summary), _ in results},
+            # A reader without this count (a test's fake) reports none.
+            sockets_without_owner=dict(getattr(reading, "without_owner", {})),
         )
         self._last = snapshot
         if self._on_collected is not None:
