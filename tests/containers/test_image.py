@@ -21,6 +21,7 @@ from tests.support.containers import (
     Podman,
     engine_failure,
     missing_packages,
+    require_engine,
 )
 from tests.support.pods import NamespaceClient, attach_netns, detach_netns
 
@@ -38,6 +39,10 @@ def test_without_an_engine_the_failure_says_what_to_install() -> None:
         assert package in message
     assert "scripts/setup" in message and "never skipped" in message
     assert missing_packages(lambda command: f"/usr/bin/{command}") == []
+    # The fixtures' check fails the test (never skips it) with that message.
+    with pytest.raises(pytest.fail.Exception) as failure:
+        require_engine(lambda command: None if command == "podman" else f"/usr/bin/{command}")
+    assert str(failure.value) == engine_failure(["podman"])
 
 
 def test_the_image_builds_on_the_base_and_runs_as_65532(

@@ -90,9 +90,9 @@ def engine_failure(missing: Sequence[str], detail: str = "") -> str:
     )
 
 
-def require_engine() -> None:
+def require_engine(find: Callable[[str], str | None] = _find) -> None:
     """pytest.fail, saying what is missing, unless the engine's commands are installed."""
-    missing = missing_packages()
+    missing = missing_packages(find)
     if missing:
         pytest.fail(engine_failure(missing), pytrace=False)
     if os.geteuid() != 0:
