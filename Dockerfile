@@ -4,9 +4,11 @@
 # python:3.11-slim, running as uid 65532. Build: docker build -t mysql-idle-exporter .
 #
 # Both stages use the same base image so the venv's interpreter path and ABI match; pin it by
-# digest (python:3.11-slim@sha256:...) in a release pipeline.
+# digest (--build-arg BASE_IMAGE=python:3.11-slim@sha256:...) in a release pipeline. The tests
+# build it on a Debian bookworm base of their own (any image with python, venv and pip will do).
+ARG BASE_IMAGE=python:3.11-slim
 
-FROM python:3.11-slim AS builder
+FROM ${BASE_IMAGE} AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -27,7 +29,7 @@ RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
     && /opt/venv/bin/mysql-idle-exporter --version
 
 
-FROM python:3.11-slim
+FROM ${BASE_IMAGE}
 
 LABEL org.opencontainers.image.title="mysql-idle-exporter" \
       org.opencontainers.image.description="Prometheus exporter that warns before MySQL/MariaDB drops idle sessions" \

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.model import ALL_STATES, Snapshot, TargetReport, TargetSnapshot, TargetSummary
+from exporter.sockets.owners import WITHOUT_OWNER_REASONS
 from exporter.summary import utf8_label
 
 IDLE_BUCKETS: tuple[float, ...] = (
@@ -74,6 +75,7 @@ class SnapshotCollector(Collector):
         yield from self._headroom(summaries)
         yield from self._histograms(summaries)
         yield from self._drops(summaries)
+        yield self._without_owner()
         yield from self._self_metrics(reports)
 
     def _up(self, targets: Sequence[TargetSnapshot]) -> Iterator[Metric]:
@@ -230,6 +232,19 @@ class SnapshotCollector(Collector):
             for process in sorted(totals):
                 drops.add_metric([t.target, process], float(totals[process]))
         yield drops
+
+    def _without_owner(self) -> Metric:
+        family = GaugeMetricFamily(
+            "mysql_idle_sockets_without_owner",
+            "Watched sockets whose owning process cannot be read, by reason: no_permission "
+            "(needs the same uid and gid, or CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH) or "
+            "not_visible (not in this PID namespace: shareProcessNamespace).",
+            labels=["reason"],
+        )
+        counts = self._snapshot.sockets_without_owner
+        for reason in WITHOUT_OWNER_REASONS:
+            family.add_metric([reason], float(counts.get(reason, 0)))
+        return family
 
     def _self_metrics(self, reports: Sequence[TargetReport]) -> Iterator[Metric]:
         durations = GaugeMetricFamily(

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -48,6 +48,11 @@ class SocketReadingLike(Protocol):
 
     @property
     def durations(self) -> dict[str, float]: ...
+
+    @property
+    def without_owner(self) -> Mapping[str, int]:
+        """Sockets whose owning process cannot be read, by reason."""
+        ...
 
 
 class SocketSource(Protocol):
@@ -145,10 +150,11 @@ class Engine:
         try:
             reading = await loop.run_in_executor(self._pool, self._sockets.read, work)
             sockets, durations = reading.sockets, reading.durations
+            without_owner = dict(reading.without_owner)
         except Exception as error:  # a bug, or --sockets.source=netlink refused
             self._socket_errors += 1
             self._log_once("socket read", error)
-            sockets, durations = (), {}
+            sockets, durations, without_owner = (), {}, {}
         dump_seconds = time.perf_counter() - started
         outcomes = await asyncio.gather(
             *(
@@ -177,6 +183,7 @@ class Engine:
             collections=self._collections,
             top_sessions=self._top,
             socket_read_errors=self._socket_errors,
+            sockets_without_owner=without_owner,
         )
         self._last = snapshot
         if self._on_collected is not None:

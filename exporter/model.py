@@ -300,6 +300,8 @@ class Snapshot:
     top_sessions: int = 20
     # Collections whose socket dump failed (counted since start).
     socket_read_errors: int = 0
+    # Sockets in the kernel's table whose owning process cannot be read, by reason.
+    sockets_without_owner: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def targets(self) -> tuple[TargetSnapshot, ...]:
@@ -311,4 +313,5 @@ class Snapshot:
             collections=self.collections,
             top_sessions=self.top_sessions,
             socket_read_errors=self.socket_read_errors,
+            sockets_without_owner=self.sockets_without_owner,
         )

@@ -1,12 +1,16 @@
 """Which process holds a socket: the kernel gives a socket's inode, never its pid, so the
 owner is found among the /proc/PID/fd/N links that read `socket:[INODE]`.
 
-Reading another user's fd links needs the same uid or CAP_SYS_PTRACE; a process in
-another pid namespace is not in our /proc at all. Such sockets stay without an owner.
+Reading another process's fd links needs the same uid AND gid as that process, or both
+CAP_SYS_PTRACE (the kernel's ptrace access check on each link) and CAP_DAC_READ_SEARCH
+(/proc/PID/fd is mode 0500): CAP_SYS_PTRACE alone never reads a link. A process in another pid
+namespace is not in our /proc at all. Such sockets stay without an owner; each full scan
+remembers the uids of the processes it was refused, so the reader can say which it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -34,6 +38,13 @@ DEFAULT_NEGATIVE_TTL = 30.0
 READER_RECHECK_EVERY = 32
 
 _SOCKET_LINK_PREFIX = "socket:["
+
+# Why a socket in the kernel's table has no owner (the `reason` of
+# mysql_idle_sockets_without_owner): a process with the socket's uid is in our /proc but would
+# not show us its fds, or no such process is in our /proc at all (another pid namespace).
+NO_PERMISSION = "no_permission"
+NOT_VISIBLE = "not_visible"
+WITHOUT_OWNER_REASONS = (NO_PERMISSION, NOT_VISIBLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +164,8 @@ class OwnerMap:
         self.scans = 0  # full scans so far; for self-monitoring and tests
         self.scans_cut_short = 0  # scans the deadline ended before every process
         self.confirmations = 0  # readlinks of known owners so far; for tests
+        # Uids of the processes whose fd links the last full scan was refused.
+        self.denied_uids: frozenset[int] = frozenset()
 
     def still_holds(self, owner: Owner, inode: int) -> bool:
         """Whether owner.pid still has owner.fd open on socket `inode`."""
@@ -191,16 +204,31 @@ class OwnerMap:
                 os.close(directory)
         return confirmed
 
+    def _denied(self, pid: str, denied: set[int]) -> None:
+        with contextlib.suppress(OSError):  # gone meanwhile
+            denied.add(os.stat(f"{self._root}/{pid}").st_uid)
+
     def _scan_process(
-        self, pid: str, wanted: Collection[int], found: dict[int, tuple[int, int]]
+        self,
+        pid: str,
+        wanted: Collection[int],
+        found: dict[int, tuple[int, int]],
+        denied: set[int],
     ) -> None:
-        directory = self._fd_directory(pid)
-        if directory is None:
+        try:
+            directory = os.open(f"{self._root}/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY)
+        except PermissionError:  # another uid: the directory is mode 0500
+            self._denied(pid, denied)
+            return
+        except OSError:  # gone, or not a process directory
             return
         try:
             for fd in os.listdir(directory):
                 try:
                     target = os.readlink(fd, dir_fd=directory)
+                except PermissionError:  # same uid, another gid: the links stay shut
+                    self._denied(pid, denied)
+                    break
                 except OSError:  # closed meanwhile, or not a link
                     continue
                 if not target.startswith(_SOCKET_LINK_PREFIX) or not fd.isdecimal():
@@ -219,6 +247,7 @@ class OwnerMap:
         """What a scan of every process's fds found, and whether it went through them all
         (it stops at the deadline, checked between processes)."""
         found: dict[int, tuple[int, int]] = {}
+        denied: set[int] = set()
         try:
             entries = os.listdir(self._root)
         except OSError:
@@ -228,10 +257,12 @@ class OwnerMap:
         for pid in sorted((entry for entry in entries if entry.isdecimal()), key=int):
             if deadline.expired:
                 self.scans_cut_short += 1
+                self.denied_uids = frozenset(denied)
                 return found, False
-            self._scan_process(pid, wanted, found)
+            self._scan_process(pid, wanted, found, denied)
             if len(found) == len(wanted):
                 break
+        self.denied_uids = frozenset(denied)
         return found, True
 
     def _search(

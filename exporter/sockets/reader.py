@@ -4,16 +4,24 @@ their owners, and the sockets the kernel has dropped but a process still holds."
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from exporter.deadline import Clock, Deadline
 from exporter.model import Socket, TcpState
 from exporter.sockets import netlink
 from exporter.sockets.kernel import KernelSocket
-from exporter.sockets.owners import UNKNOWN_PROCESS, Owner, OwnerMap
+from exporter.sockets.owners import (
+    NO_PERMISSION,
+    NOT_VISIBLE,
+    UNKNOWN_PROCESS,
+    WITHOUT_OWNER_REASONS,
+    Owner,
+    OwnerMap,
+)
 from exporter.sockets.procnet import read_proc_net_tcp
 
 logger = logging.getLogger(__name__)
@@ -27,6 +35,27 @@ class SocketReading:
     sockets: tuple[Socket, ...]
     source: str  # "netlink" or "proc": where this reading's table came from
     durations: dict[str, float]  # seconds per phase: "sockets", "owners"
+    # Sockets in the table whose owner is not found, by reason (owners.WITHOUT_OWNER_REASONS).
+    without_owner: dict[str, int] = field(default_factory=dict)
+
+
+# Said once per reason, at the first read that finds such a socket: what is lost, and the fix.
+_ADVICE = {
+    NO_PERMISSION: (
+        "cannot read which process holds %d watched socket(s) (socket uid %s): this exporter "
+        "(uid %d, gid %d) may not read that process's /proc/PID/fd. Run it with the "
+        "application's uid AND gid, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (in "
+        "Kubernetes only a uid-0 container gets added capabilities). Until then these "
+        "sockets have process=unknown, no pid, and their RST-form drops are not seen"
+    ),
+    NOT_VISIBLE: (
+        "cannot find the process that holds %d watched socket(s) (socket uid %s): it is not "
+        "in this exporter's PID namespace (uid %d, gid %d). In Kubernetes set "
+        "shareProcessNamespace: true on the pod (and give the exporter the application's uid "
+        "AND gid). Until then these sockets have process=unknown, no pid, and their "
+        "RST-form drops are not seen"
+    ),
+}
 
 
 # A socket with a known owner, the owner, and when the socket was last in the kernel's
@@ -89,6 +118,7 @@ class SocketReader:
         self._last_at = 0.0
         self._last_present: set[int] = set()
         self._gone: dict[int, _Remembered] = {}
+        self._advised: set[str] = set()  # reasons already logged (see _ADVICE)
 
     def _list(self, deadline: Deadline) -> tuple[list[KernelSocket], str]:
         if self._use_netlink:
@@ -125,11 +155,13 @@ class SocketReader:
         unknown = (None, UNKNOWN_PROCESS, False)
         owned: list[Socket] = []
         keep = owned.append
+        unowned: list[KernelSocket] = []
         # Runs once per socket: a Socket is the kernel row plus (pid, process, gone).
         for row in rows:
             owner = owner_of(row.inode)
             if owner is None:
                 append(new_socket(Socket, row + unknown))
+                unowned.append(row)
             else:
                 current = new_socket(Socket, (*row, owner.pid, owner.process, False))
                 append(current)
@@ -151,9 +183,35 @@ class SocketReader:
                 del gone[inode]  # back in the table (a reused inode), or closed
             else:
                 sockets.append(_gone(memory, now))
+        without_owner = self._without_owner(unowned)
         finished = time.perf_counter()
         return SocketReading(
             sockets=tuple(sockets),
             source=source,
             durations={"sockets": listed - started, "owners": finished - listed},
+            without_owner=without_owner,
         )
+
+    def _without_owner(self, unowned: list[KernelSocket]) -> dict[str, int]:
+        """How many sockets have no owner, and why: a process of the socket's uid refused
+        the last scan its fds, or no such process is in our /proc. An orphan (inode 0) has
+        no owner to find and is not counted. Logs the fix once per reason."""
+        counts = dict.fromkeys(WITHOUT_OWNER_REASONS, 0)
+        uids: dict[str, set[int]] = {reason: set() for reason in WITHOUT_OWNER_REASONS}
+        denied = self._owners.denied_uids
+        for row in unowned:
+            if row.inode:
+                reason = NO_PERMISSION if row.uid in denied else NOT_VISIBLE
+                counts[reason] += 1
+                uids[reason].add(row.uid)
+        for reason, count in counts.items():
+            if count and reason not in self._advised:
+                self._advised.add(reason)
+                logger.warning(
+                    _ADVICE[reason],
+                    count,
+                    ",".join(map(str, sorted(uids[reason]))),
+                    os.geteuid(),
+                    os.getegid(),
+                )
+        return counts

@@ -41,6 +41,7 @@ spec:
       securityContext:
         runAsNonRoot: true
         runAsUser: 10001
+        runAsGroup: 10001
       containers:
         - name: shop
           image: example.org/shop:2.0.0
@@ -75,7 +76,7 @@ def rendered(helm: Helm, tmp_path_factory: pytest.TempPathFactory) -> Manifests:
         "mode": "external",
         "mysql": {"addresses": ["mysql.databases.svc:3306"], "user": "shop"},
         "auth": {"type": "myCnf", "existingSecret": "shop-db"},
-        "exporter": {"securityContext": {"runAsUser": 10001}},
+        "exporter": {"securityContext": {"runAsUser": 10001, "runAsGroup": 10001}},
         "podMonitor": {"enabled": True},
     })
     return helm.template(chart=chart, release="prod")
@@ -90,7 +91,9 @@ def test_exporter_joins_the_application_pod(rendered: Manifests) -> None:
     # The subchart's appVersion, not the application's, picks the image.
     assert exporter["image"] == "ghcr.io/mysql-idle-exporter/mysql-idle-exporter:0.1.0"
     assert "--mysql.address=mysql.databases.svc:3306" in exporter["args"]
-    assert exporter["securityContext"]["runAsUser"] == 10001  # same uid: pid attribution
+    # The application's uid AND gid: owners (docs/kubernetes.md, privilege matrix).
+    assert exporter["securityContext"]["runAsUser"] == 10001
+    assert exporter["securityContext"]["runAsGroup"] == 10001
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert {"cache", "mysql-idle-exporter-tmp", "mysql-idle-exporter-auth"} <= set(volumes)
     assert volumes["mysql-idle-exporter-auth"]["secret"]["secretName"] == "shop-db"

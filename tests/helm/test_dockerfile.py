@@ -1,6 +1,6 @@
-"""The Dockerfile, read as text (no container engine here, so the image build itself is not
-tested): multi-stage, slim non-root final stage without compilers, the console script as
-entrypoint, and a build context that holds what the build copies."""
+"""The Dockerfile, read as text: multi-stage, slim non-root final stage without compilers, the
+console script as entrypoint, and a build context that holds what the build copies. The
+image is built and run by tests/containers/test_image.py."""
 
 from __future__ import annotations
 
@@ -46,14 +46,20 @@ def parse_dockerfile() -> list[Stage]:
         pending = ""
     assert not pending, "Dockerfile ends inside a continued line"
     stages: list[Stage] = []
+    defaults: dict[str, str] = {}  # ARGs before the first FROM: what FROM lines may use
     for line in logical:
         keyword, _, args = line.partition(" ")
         keyword = keyword.upper()
         args = args.strip()
+        if keyword == "ARG" and not stages:
+            name, _, default = args.partition("=")
+            defaults[name] = default
         if keyword == "FROM":
             parts = [p for p in args.split() if not p.startswith("--")]
             name = parts[2] if len(parts) == 3 and parts[1].upper() == "AS" else None
-            stages.append(Stage(base=parts[0], name=name))
+            base = re.sub(r"\$\{(\w+)\}|\$(\w+)",
+                          lambda m: defaults[m.group(1) or m.group(2)], parts[0])
+            stages.append(Stage(base=base, name=name))
         elif keyword != "ARG" or stages:
             assert stages, f"{keyword} before the first FROM"
             stages[-1].instructions.append((keyword, args))
@@ -77,7 +83,9 @@ def test_build_is_multi_stage() -> None:
 
 def test_final_stage_is_python_slim() -> None:
     stages = parse_dockerfile()
+    # By default; the tests build it with BASE_IMAGE set to a Debian base of their own.
     assert stages[-1].base.startswith("python:3.11-slim")
+    assert "ARG BASE_IMAGE=python:3.11-slim" in DOCKERFILE.read_text()
     # The venv's interpreter path must exist in the final image: same base in both stages.
     assert {s.base for s in stages} == {stages[-1].base}
 

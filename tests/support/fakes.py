@@ -40,6 +40,7 @@ class FakeClock:
 class Reading:
     sockets: tuple[Socket, ...]
     durations: dict[str, float] = field(default_factory=dict)
+    without_owner: dict[str, int] = field(default_factory=dict)
 
 
 class FakeSockets:

@@ -122,3 +122,37 @@ password = {{ include "mysql-idle-exporter.myCnfQuote" .Values.auth.password }}
 {{ $key }} = {{ include "mysql-idle-exporter.myCnfQuote" $value }}
 {{- end }}
 {{ end }}
+
+{{/*
+A container's uid or gid as Kubernetes resolves it: the container's securityContext, else the
+pod's, else "image" (the image's USER). Argument: (list CONTAINER_CONTEXT POD_CONTEXT KEY).
+*/}}
+{{- define "mysql-idle-exporter.securityId" -}}
+{{- $container := index . 0 | default dict }}
+{{- $pod := index . 1 | default dict }}
+{{- $key := index . 2 }}
+{{- if hasKey $container $key }}{{ index $container $key | int64 }}
+{{- else if hasKey $pod $key }}{{ index $pod $key | int64 }}
+{{- else }}image{{ end }}
+{{- end }}
+
+{{/*
+How the exporter may read the owners of the application's sockets (its /proc/PID/fd), as the
+privilege matrix of docs/kubernetes.md measured it: "same-ids" (the application's uid AND
+gid), "root-capabilities" (uid 0 with SYS_PTRACE and DAC_READ_SEARCH), or "" (it cannot: a
+different uid or gid, SYS_PTRACE alone, or capabilities added to a non-root container, which
+Kubernetes never makes effective). Argument: (dict "exporter" CTX "app" CTX "pod" CTX).
+*/}}
+{{- define "mysql-idle-exporter.ownerAccess" -}}
+{{- $uid := include "mysql-idle-exporter.securityId" (list .exporter .pod "runAsUser") }}
+{{- $gid := include "mysql-idle-exporter.securityId" (list .exporter .pod "runAsGroup") }}
+{{- $appUid := include "mysql-idle-exporter.securityId" (list .app .pod "runAsUser") }}
+{{- $appGid := include "mysql-idle-exporter.securityId" (list .app .pod "runAsGroup") }}
+{{- $added := list }}
+{{- with (.exporter | default dict).capabilities }}{{ $added = .add | default list }}{{ end }}
+{{- $ptrace := or (has "SYS_PTRACE" $added) (has "CAP_SYS_PTRACE" $added) }}
+{{- $dac := or (has "DAC_READ_SEARCH" $added) (has "CAP_DAC_READ_SEARCH" $added) }}
+{{- if and (eq $uid $appUid) (eq $gid $appGid) (ne $uid "image") (ne $gid "image") }}same-ids
+{{- else if and (eq $uid "0") $ptrace $dac }}root-capabilities
+{{- end }}
+{{- end }}

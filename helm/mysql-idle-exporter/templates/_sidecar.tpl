@@ -27,10 +27,12 @@ Application chart, pod template (set `mysql-idle-exporter.mode: external` in its
         {{- include "mysql-idle-exporter.sidecarVolumes" (index .Subcharts "mysql-idle-exporter") | nindent 8 }}
 
 The pod shares its network namespace between containers, so the exporter sees the
-application's TCP sockets. It sees their pids (the `process` label) only when the pod sets
-`shareProcessNamespace: true` AND the exporter may read the application's /proc/PID/fd:
-same uid as the application (exporter.securityContext.runAsUser) and no capabilities held by
-the application that the exporter lacks. Otherwise metrics carry `process="unknown"`.
+application's TCP sockets. It sees their pids (the `process` label, the RST form of
+`dropped`) only when the pod sets `shareProcessNamespace: true` AND the exporter may read the
+application's /proc/PID/fd: the application's uid AND gid (exporter.securityContext.runAsUser
+and runAsGroup), or uid 0 with capabilities SYS_PTRACE and DAC_READ_SEARCH (SYS_PTRACE alone
+is not enough; a non-root container gets no effective capability from capabilities.add).
+Otherwise metrics carry `process="unknown"` and mysql_idle_sockets_without_owner says why.
 */}}
 
 {{/* Command-line flags of the exporter. No secret ever goes here. */}}
