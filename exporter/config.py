@@ -15,6 +15,9 @@ from exporter.fleet import DEFAULT_FRESH_INTERVAL_SECONDS, FLEET_PASSWORD_ENV, F
 from exporter.sessions.credentials import PASSWORD_ENV
 
 DEFAULT_LISTEN = ":9864"
+# The longest scrape anyone may ask for (a header or --web.scrape-timeout): deadlines far
+# beyond it overflow the timeouts of the reads below.
+MAX_SCRAPE_TIMEOUT_SECONDS = 300.0
 DEFAULT_TARGET = "127.0.0.1:3306"
 
 
@@ -188,7 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=10.0,
         metavar="DURATION",
-        help="time a scrape may take when Prometheus sends no timeout header (default 10s)",
+        help="time a scrape may take when Prometheus sends no timeout header (default 10s). "
+        f"X-Prometheus-Scrape-Timeout-Seconds above {MAX_SCRAPE_TIMEOUT_SECONDS:g}s counts as "
+        f"{MAX_SCRAPE_TIMEOUT_SECONDS:g}s; NaN, zero or negative values as no header; "
+        f"at most {MAX_SCRAPE_TIMEOUT_SECONDS:g}s",
     )
     web.add_argument(
         "--web.timeout-offset",
@@ -286,8 +292,10 @@ def parse_config(argv: Sequence[str]) -> Config:
         raise UsageError(
             f"--web.telemetry-path must start with '/' and not be /healthz or /probe: {path!r}"
         )
-    if args.scrape_timeout <= 0:
-        raise UsageError("--web.scrape-timeout must be more than 0")
+    if not 0 < args.scrape_timeout <= MAX_SCRAPE_TIMEOUT_SECONDS:
+        raise UsageError(
+            f"--web.scrape-timeout must be more than 0 and at most {MAX_SCRAPE_TIMEOUT_SECONDS:g}s"
+        )
     if args.network_idle_timeout == 0:
         raise UsageError("--network.idle-timeout must be more than 0 (leave it out for none)")
     if args.fleet_url is not None:

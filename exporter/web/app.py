@@ -6,6 +6,7 @@ import base64
 import binascii
 import html
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from prometheus_client.process_collector import ProcessCollector
 from exporter import __version__
 from exporter.addresses import normalise_ip
 from exporter.collector import Snapshot, SnapshotCollector
+from exporter.config import MAX_SCRAPE_TIMEOUT_SECONDS
 from exporter.engine import Engine
 from exporter.fleet import FLEET_PATH, encode_view
 from exporter.web.config import WebConfig
@@ -57,13 +59,18 @@ RENDER_KEY = web.AppKey("render", RenderClock)
 
 
 def scrape_timeout(header: str | None, options: WebOptions) -> float:
-    """Seconds this scrape may take: Prometheus's timeout less the offset, else the default."""
+    """Seconds this scrape may take: Prometheus's timeout less the offset, else the default.
+
+    The header is input from the network: a value above MAX_SCRAPE_TIMEOUT_SECONDS (`inf`,
+    `1e308`) is clamped to it, since deadlines that far out overflow the timeouts of the
+    reads below; NaN, zero, negative or unparsable values mean "no header" (the default)."""
     if header:
         try:
             value = float(header)
         except ValueError:
-            value = 0.0
-        if value > 0:
+            value = math.nan
+        if value > 0:  # False for NaN
+            value = min(value, MAX_SCRAPE_TIMEOUT_SECONDS)
             return max(value - options.timeout_offset, 0.1)
     return options.default_timeout
 

@@ -83,6 +83,8 @@ def test_durations(value: str, seconds: float) -> None:
         (["--web.telemetry-path=metrics"], "must start with '/'"),
         (["--web.telemetry-path=/healthz"], "/healthz"),
         (["--network.idle-timeout=0"], "more than 0"),
+        (["--web.scrape-timeout=301s"], "at most 300s"),
+        (["--web.scrape-timeout=0"], "more than 0"),
         (["--mysql.password=hunter2"], "not accepted on the command line"),
         (["--no-such-flag"], "unrecognized arguments"),
         (["--sockets.source=magic"], "invalid choice"),
