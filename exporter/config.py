@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from exporter import __version__
-from exporter.addresses import AddressError, parse_host_port
+from exporter.addresses import AddressError, parse_host_port, target_address
 from exporter.fleet import DEFAULT_FRESH_INTERVAL_SECONDS, FLEET_PASSWORD_ENV, FLEET_PATH
 from exporter.sessions.credentials import PASSWORD_ENV
 
@@ -27,7 +27,7 @@ class UsageError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class TargetAddress:
-    name: str  # as given: the `target` label
+    name: str  # the normalised spelling (addresses.target_address): the `target` label
     host: str
     port: int
 
@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="HOST:PORT",
         help=f"a server to watch; repeat for several (default {DEFAULT_TARGET}). "
-        "The target label is the address as given.",
+        "The target label is the address in one spelling: no surrounding spaces, host names "
+        "lower-case, IPs in canonical form ([::1]:3306), an empty host as 127.0.0.1; two "
+        "spellings of one address are an error. Names are not resolved.",
     )
     db.add_argument("--mysql.user", dest="user", metavar="USER", help="user to log in as "
                     "(default: the user in --config.my-cnf)")
@@ -273,16 +275,18 @@ def parse_config(argv: Sequence[str]) -> Config:
             )
     args = build_parser().parse_args(list(argv))
     targets = []
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     for address in args.addresses or [DEFAULT_TARGET]:
         try:
-            host, port = parse_host_port(address)
+            name, host, port = target_address(address)
         except AddressError as error:
             raise UsageError(f"--mysql.address: {error}") from None
-        if address in seen:
-            raise UsageError(f"--mysql.address {address} is given twice")
-        seen.add(address)
-        targets.append(TargetAddress(address, host or "127.0.0.1", port))
+        if name in seen:
+            raise UsageError(
+                f"--mysql.address {seen[name]!r} and {address!r} are the same target ({name})"
+            )
+        seen[name] = address
+        targets.append(TargetAddress(name, host, port))
     try:
         listen_host, listen_port = parse_host_port(args.listen_address)
     except AddressError as error:

@@ -20,7 +20,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from exporter import __version__
-from exporter.addresses import normalise_ip
+from exporter.addresses import AddressError, normalise_ip, target_address
 from exporter.collector import Snapshot, SnapshotCollector
 from exporter.config import MAX_SCRAPE_TIMEOUT_SECONDS
 from exporter.engine import Engine
@@ -107,11 +107,24 @@ async def _metrics(request: web.Request) -> web.Response:
     return await _scrape(request, None)
 
 
+def known_target(given: str, names: list[str]) -> str | None:
+    """The configured target that `given` spells (any spelling --mysql.address accepts for
+    it), or None."""
+    if given in names:
+        return given
+    try:
+        name = target_address(given)[0]
+    except AddressError:
+        return None
+    return name if name in names else None
+
+
 async def _probe(request: web.Request) -> web.Response:
-    target = request.query.get("target", "")
-    if not target:
+    given = request.query.get("target", "")
+    if not given:
         return web.Response(status=400, text="the target parameter is missing\n")
-    if target not in request.app[ENGINE_KEY].target_names:
+    target = known_target(given, request.app[ENGINE_KEY].target_names)
+    if target is None:
         # Only configured targets: /probe must never become a way to reach arbitrary hosts.
         return web.Response(
             status=400, text="unknown target: probe only addresses given by --mysql.address\n"
@@ -122,8 +135,8 @@ async def _probe(request: web.Request) -> web.Response:
 async def _fleet_sessions(request: web.Request) -> web.Response:
     engine = request.app[ENGINE_KEY]
     options = request.app[OPTIONS_KEY]
-    target = request.query.get("target", "")
-    if target not in engine.target_names:
+    target = known_target(request.query.get("target", ""), engine.target_names)
+    if target is None:
         return web.Response(status=400, text="unknown target\n")
     asked = request.query.getall("client_ip", [])
     # No client_ip at all means every session; an empty one means none (a watcher with no

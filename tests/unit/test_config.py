@@ -45,7 +45,7 @@ def test_fleet_fresh_interval_is_checked_against_the_scrape_timeout_only_when_se
     assert parse_config(["--web.scrape-timeout=500ms"]).scrape_timeout == 0.5
 
 
-def test_targets_are_repeatable_and_keep_their_text_as_label() -> None:
+def test_targets_are_repeatable_and_take_one_spelling_as_label() -> None:
     config = parse_config(
         [
             "--mysql.address=db-a:3306",
@@ -57,7 +57,7 @@ def test_targets_are_repeatable_and_keep_their_text_as_label() -> None:
     assert [(t.name, t.host, t.port) for t in config.targets] == [
         ("db-a:3306", "db-a", 3306),
         ("[2001:db8::1]:3307", "2001:db8::1", 3307),
-        (":3308", "127.0.0.1", 3308),
+        ("127.0.0.1:3308", "127.0.0.1", 3308),
     ]
 
 
@@ -75,7 +75,7 @@ def test_durations(value: str, seconds: float) -> None:
         (["--mysql.address=db"], "missing port"),
         (["--mysql.address=db:99999"], "port must be a number"),
         (["--mysql.address=::1:3306"], "brackets"),
-        (["--mysql.address=a:1", "--mysql.address=a:1"], "given twice"),
+        (["--mysql.address=a:1", "--mysql.address=a:1"], "same target"),
         (["--risk.headroom=soon"], "not a duration"),
         (["--risk.headroom=-5"], "non-negative"),
         (["--risk.headroom=nan"], "finite"),
