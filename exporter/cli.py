@@ -17,7 +17,7 @@ from exporter import __version__
 from exporter.config import Config, UsageError, fail, parse_config
 from exporter.correlate import Settings
 from exporter.engine import Engine, SessionSource, WatchedTarget
-from exporter.fleet import FLEET_PASSWORD_ENV, FleetSessionSource
+from exporter.fleet import FLEET_PASSWORD_ENV, FLEET_PATH, FleetSessionSource
 from exporter.logs import setup_logging
 from exporter.sessions.credentials import ConfigError, load_credentials
 from exporter.sessions.reader import SessionReader
@@ -122,6 +122,15 @@ def web_options(config: Config) -> WebOptions:
             web_config = load_web_config(config.web_config_file)
         except WebConfigError as error:
             raise UsageError(f"--web.config.file {error}") from None
+    if config.fleet_serve and not web_config.authenticates:
+        if not config.fleet_allow_unauthenticated:
+            raise UsageError(
+                f"--fleet.serve would show every session on the server to anyone who reaches "
+                f"{FLEET_PATH}: configure basic_auth_users or RequireAndVerifyClientCert in "
+                "--web.config.file, or pass --fleet.allow-unauthenticated"
+            )
+        log.warning("serving %s without authentication (--fleet.allow-unauthenticated)",
+                    FLEET_PATH)
     return WebOptions(
         telemetry_path=config.telemetry_path,
         default_timeout=config.scrape_timeout,

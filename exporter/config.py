@@ -53,6 +53,7 @@ class Config:
     log_level: str
     log_format: str
     fleet_serve: bool = False
+    fleet_allow_unauthenticated: bool = False
     fleet_url: str | None = None
     fleet_user: str | None = None
     fleet_fresh_interval: float = DEFAULT_FRESH_INTERVAL_SECONDS
@@ -232,7 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--fleet.serve",
         dest="fleet_serve",
         action="store_true",
-        help=f"serve the server-side facts to sidecars on {FLEET_PATH} (same auth as metrics)",
+        help=f"serve the server-side facts to sidecars on {FLEET_PATH} (same auth as metrics). "
+        "They name every session on the server, so this needs basic_auth_users or verified "
+        "client certificates in --web.config.file, or --fleet.allow-unauthenticated",
+    )
+    fleet.add_argument(
+        "--fleet.allow-unauthenticated",
+        dest="fleet_allow_unauthenticated",
+        action="store_true",
+        help="with --fleet.serve: serve without authentication to anyone who can reach "
+        "--web.listen-address (a warning is logged)",
     )
     fleet.add_argument(
         "--fleet.url",
@@ -335,6 +345,7 @@ def parse_config(argv: Sequence[str]) -> Config:
         log_level=args.log_level,
         log_format=args.log_format,
         fleet_serve=args.fleet_serve,
+        fleet_allow_unauthenticated=args.fleet_allow_unauthenticated,
         fleet_url=args.fleet_url,
         fleet_user=args.fleet_user,
         fleet_fresh_interval=args.fleet_fresh_interval,

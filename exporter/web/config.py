@@ -99,6 +99,14 @@ class WebConfig:
     ssl_context: ssl.SSLContext | None = None
     basic_auth: BasicAuth | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    # client_auth_type RequireAndVerifyClientCert: no one without a certificate from
+    # client_ca_file gets an answer.
+    verifies_client_certs: bool = False
+
+    @property
+    def authenticates(self) -> bool:
+        """Whether every answer (but /healthz) needs a password or a verified certificate."""
+        return self.basic_auth is not None or self.verifies_client_certs
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -212,6 +220,8 @@ def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
         ssl_context=_tls_context(tls, base, source) if tls else None,
         basic_auth=_basic_auth(users, source) if users else None,
         headers=_headers(headers, source),
+        verifies_client_certs=bool(tls)
+        and str(tls.get("client_auth_type")) == "RequireAndVerifyClientCert",
     )
 
 

@@ -1,0 +1,88 @@
+"""Builders for the web side's tests: certificates, web config files, basic-auth headers,
+TLS peers, and bounded polling."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+import bcrypt
+import pytest
+
+T = TypeVar("T")
+
+
+def make_cert(directory: Path, name: str = "server") -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key: (cert, key)."""
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", f"/CN={name}", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    return cert, key
+
+
+def fingerprint(cert_pem: Path) -> str:
+    """SHA-256 of a PEM certificate's DER form, hex."""
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(cert_pem.read_text())).hexdigest()
+
+
+def peer_fingerprint(port: int, timeout: float = 5.0) -> str:
+    """SHA-256 of the certificate a TLS server on 127.0.0.1:port presents (unverified)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw, \
+            context.wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return hashlib.sha256(der).hexdigest()
+
+
+def bcrypt_hash(password: str, cost: int = 4) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=cost)).decode()
+
+
+def web_config_text(
+    users: Mapping[str, str] | None = None,
+    cert: Path | None = None,
+    key: Path | None = None,
+    extra_tls: str = "",
+) -> str:
+    """An exporter-toolkit web config: `users` maps names to bcrypt hashes."""
+    lines: list[str] = []
+    if cert is not None and key is not None:
+        lines += ["tls_server_config:", f"  cert_file: {cert}", f"  key_file: {key}"]
+        lines += [f"  {line}" for line in extra_tls.splitlines() if line]
+    if users:
+        lines.append("basic_auth_users:")
+        lines += [f"  {name}: '{hashed}'" for name, hashed in users.items()]
+    return "\n".join(lines) + "\n"
+
+
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def poll_until(check: Callable[[], T | None], what: str, timeout: float = 10.0,
+               interval: float = 0.05) -> T:
+    """Call `check` until it returns something other than None (returned); fail after
+    `timeout` seconds saying `what` did not happen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value is not None:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout}s: {what}", pytrace=False)
+        time.sleep(interval)
