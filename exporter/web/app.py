@@ -25,6 +25,7 @@ from exporter.collector import Snapshot, SnapshotCollector
 from exporter.config import MAX_SCRAPE_TIMEOUT_SECONDS
 from exporter.engine import Engine
 from exporter.fleet import FLEET_PATH, encode_view
+from exporter.web.auth import PasswordChecker, Verdict
 from exporter.web.config import WebConfig
 
 log = logging.getLogger(__name__)
@@ -194,14 +195,23 @@ async def _landing(request: web.Request) -> web.Response:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _auth_middleware(config: WebConfig) -> Middleware:
+def _auth_middleware(config: WebConfig, checker: PasswordChecker) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         auth = config.basic_auth
         # Probes from the kubelet carry no credentials and /healthz reveals nothing.
         if auth is not None and request.path != "/healthz":
             user, password = _credentials(request.headers.get("Authorization", ""))
-            if user is None or not auth.check(user, password):
+            verdict = (
+                Verdict.DENIED if user is None else await checker.check(auth, user, password)
+            )
+            if verdict is Verdict.BUSY:
+                return web.Response(
+                    status=429,
+                    text="Too many password checks at once, try again\n",
+                    headers={"Retry-After": "1"},
+                )
+            if verdict is not Verdict.ALLOWED:
                 return web.Response(
                     status=401,
                     text="Unauthorized\n",
@@ -228,7 +238,13 @@ def _credentials(header: str) -> tuple[str | None, str]:
 
 
 def build_app(engine: Engine, options: WebOptions) -> web.Application:
-    app = web.Application(middlewares=[_auth_middleware(options.config)])
+    checker = PasswordChecker()
+    app = web.Application(middlewares=[_auth_middleware(options.config, checker)])
+
+    async def close_checker(_: web.Application) -> None:
+        checker.close()
+
+    app.on_cleanup.append(close_checker)
     app[ENGINE_KEY] = engine
     app[OPTIONS_KEY] = options
     app[RENDER_KEY] = RenderClock()

@@ -7,13 +7,9 @@ error rather than silently ignored, so a user never believes a setting is active
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import hmac
 import os
 import re
 import ssl
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,40 +54,37 @@ _HTTP_KEYS = {"headers", "http2"}
 
 @dataclass(frozen=True)
 class BasicAuth:
-    """Users and bcrypt hashes; a verified (user, password) pair is cached as an HMAC so a
-    scrape every few seconds does not pay bcrypt's deliberate cost each time."""
+    """Users and their bcrypt hashes. ``dummy_hash`` stands in for unknown users: it has
+    the highest cost among the users, so a wrong password costs the same whether the user
+    exists or not (with several costs, unknown users cost what the dearest one does).
+    Checking is slow on purpose; exporter.web.auth runs it off the event loop."""
 
     users: Mapping[str, bytes]
-    _cache_key: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
-    _verified: set[bytes] = field(default_factory=set, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    dummy_hash: bytes = b""  # made from the users' costs when not given
 
-    def check(self, user: str, password: str) -> bool:
+    def __post_init__(self) -> None:
+        if not self.dummy_hash:
+            cost = max((int(hashed[4:6]) for hashed in self.users.values()), default=4)
+            object.__setattr__(self, "dummy_hash", _dummy_hash(cost))
+
+    def hash_of(self, user: str) -> bytes:
+        return self.users.get(user, self.dummy_hash)
+
+    def verify(self, user: str, password: str) -> bool:
+        """bcrypt's verdict (a quarter of a second at cost 12): call it off the event loop."""
         import bcrypt
 
-        hashed = self.users.get(user)
-        if hashed is None:
-            # Spend comparable time on unknown users so they cannot be told apart.
-            bcrypt.checkpw(b"x", _dummy_hash())
-            return False
-        token = hmac.new(
-            self._cache_key, user.encode() + b"\0" + password.encode(), hashlib.sha256
-        ).digest()
-        with self._lock:
-            if token in self._verified:
-                return True
-        if not bcrypt.checkpw(password.encode(), hashed):
-            return False
-        with self._lock:
-            self._verified.add(token)
-        return True
+        known = user in self.users
+        matches = bcrypt.checkpw(password.encode(), self.hash_of(user))
+        return known and matches
 
 
-@functools.cache
-def _dummy_hash() -> bytes:
+def _dummy_hash(cost: int) -> bytes:
+    """A hash no password matches, costing `cost` to check: a fresh salt and a hash part
+    that bcrypt never produces for it (the comparison fails after the full work)."""
     import bcrypt
 
-    return bcrypt.hashpw(b"dummy", bcrypt.gensalt(rounds=4))
+    return bcrypt.gensalt(rounds=cost) + b"." * 31
 
 
 @dataclass(frozen=True)
@@ -166,9 +159,26 @@ def _tls_context(tls: Mapping[str, Any], base: Path, source: str) -> ssl.SSLCont
     return context
 
 
-def _basic_auth(users: Mapping[str, Any], source: str) -> BasicAuth:
+_BCRYPT_HASH = re.compile(rb"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
+
+
+def _valid_hash(hashed: bytes) -> bool:
+    """A well-formed bcrypt hash with a cost of 4 to 31. bcrypt itself checks the salt's
+    encoding, at cost 4 (about a millisecond) instead of the hash's own cost, so loading
+    and reloading stay cheap whatever the cost."""
     import bcrypt
 
+    match = _BCRYPT_HASH.fullmatch(hashed)
+    if match is None or not 4 <= int(match[1]) <= 31:
+        return False
+    try:
+        bcrypt.checkpw(b"", hashed[:4] + b"04" + hashed[6:])
+    except ValueError:
+        return False
+    return True
+
+
+def _basic_auth(users: Mapping[str, Any], source: str) -> BasicAuth:
     parsed: dict[str, bytes] = {}
     for user, hashed in users.items():
         try:
@@ -179,13 +189,11 @@ def _basic_auth(users: Mapping[str, Any], source: str) -> BasicAuth:
                 f"{source}: basic_auth_users has a user name that is not valid UTF-8"
             ) from None
         message = f"{source}: basic_auth_users.{user} must be a bcrypt hash (htpasswd -nbB)"
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+        # A malformed hash would otherwise make every request fail (bcrypt raises).
+        if not isinstance(hashed, str) or not hashed.isascii() or not _valid_hash(
+            hashed.encode()
+        ):
             raise WebConfigError(message)
-        try:
-            # A malformed hash would otherwise make every request fail (bcrypt raises).
-            bcrypt.checkpw(b"", hashed.encode())
-        except ValueError:
-            raise WebConfigError(message) from None
         parsed[str(user)] = hashed.encode()
     return BasicAuth(parsed)
 
