@@ -26,6 +26,7 @@ from exporter.config import MAX_SCRAPE_TIMEOUT_SECONDS
 from exporter.engine import Engine
 from exporter.fleet import FLEET_PATH, encode_view
 from exporter.web.auth import PasswordChecker, Verdict
+from exporter.web.compression import gzip_middleware
 from exporter.web.config import WebConfig
 
 log = logging.getLogger(__name__)
@@ -239,7 +240,9 @@ def _credentials(header: str) -> tuple[str | None, str]:
 
 def build_app(engine: Engine, options: WebOptions) -> web.Application:
     checker = PasswordChecker()
-    app = web.Application(middlewares=[_auth_middleware(options.config, checker)])
+    app = web.Application(
+        middlewares=[_auth_middleware(options.config, checker), gzip_middleware]
+    )
 
     async def close_checker(_: web.Application) -> None:
         checker.close()
