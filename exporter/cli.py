@@ -23,7 +23,8 @@ from exporter.sessions.credentials import ConfigError, load_credentials
 from exporter.sessions.reader import SessionReader
 from exporter.sockets.reader import SocketReader
 from exporter.web.app import WebOptions, build_app
-from exporter.web.config import WebConfig, WebConfigError, load_web_config
+from exporter.web.config import WebConfig, WebConfigError
+from exporter.web.reload import WebConfigWatcher
 
 log = logging.getLogger("exporter")
 
@@ -117,11 +118,17 @@ def _session_sources(config: Config, environ: Mapping[str, str]) -> list[Session
 
 def web_options(config: Config) -> WebOptions:
     web_config = WebConfig()
+    watcher = None
     if config.web_config_file:
         try:
-            web_config = load_web_config(config.web_config_file)
+            watcher = WebConfigWatcher(
+                config.web_config_file,
+                require_authentication=config.fleet_serve
+                and not config.fleet_allow_unauthenticated,
+            )
         except WebConfigError as error:
             raise UsageError(f"--web.config.file {error}") from None
+        web_config = watcher.config
     if config.fleet_serve and not web_config.authenticates:
         if not config.fleet_allow_unauthenticated:
             raise UsageError(
@@ -136,6 +143,7 @@ def web_options(config: Config) -> WebOptions:
         default_timeout=config.scrape_timeout,
         timeout_offset=config.timeout_offset,
         config=web_config,
+        watcher=watcher,
         fleet=config.fleet_serve,
     )
 
@@ -146,20 +154,22 @@ async def serve(engine: Engine, options: WebOptions, host: str, port: int,
     app = build_app(engine, options)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host or None, port, ssl_context=options.config.ssl_context,
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, reload_on_sighup, options)
+    site = web.TCPSite(runner, host or None, port, ssl_context=options.ssl_context,
                        shutdown_timeout=2.0)
     try:
         await site.start()
     except OSError as error:
         await runner.cleanup()
         raise UsageError(f"--web.listen-address {host}:{port}: {error.strerror or error}") from None
-    scheme = "https" if options.config.ssl_context else "http"
+    scheme = "https" if options.ssl_context else "http"
     log.info("listening on %s://%s:%d%s", scheme, host or "0.0.0.0", port, options.telemetry_path)  # noqa: S104
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stop.set)
     if ready is not None:
         ready.set()
     try:
@@ -168,6 +178,14 @@ async def serve(engine: Engine, options: WebOptions, host: str, port: int,
         log.info("shutting down")
         await runner.cleanup()
         engine.close()
+
+
+def reload_on_sighup(options: WebOptions) -> None:
+    """SIGHUP re-reads what can change without a restart: the web config file."""
+    if options.watcher is None:
+        log.info("SIGHUP: nothing to reload without --web.config.file (flags need a restart)")
+    else:
+        options.watcher.reload("SIGHUP")
 
 
 def run(argv: Sequence[str]) -> int:

@@ -7,8 +7,9 @@ import binascii
 import html
 import logging
 import math
+import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -18,6 +19,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.addresses import AddressError, normalise_ip, target_address
@@ -28,6 +30,7 @@ from exporter.fleet import FLEET_PATH, encode_view
 from exporter.web.auth import PasswordChecker, Verdict
 from exporter.web.compression import gzip_middleware
 from exporter.web.config import WebConfig
+from exporter.web.reload import WebConfigCollector, WebConfigWatcher
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +46,19 @@ class WebOptions:
     # Kept back from Prometheus's own timeout so the answer arrives before it gives up.
     timeout_offset: float = 0.5
     config: WebConfig = field(default_factory=WebConfig)
+    # With --web.config.file: the config in force, re-read when its files change (then
+    # `config` is unused).
+    watcher: WebConfigWatcher | None = None
     # Serve the server-side facts to sidecars (fleet mode).
     fleet: bool = False
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The context the listening socket keeps; reloads reach it through the watcher."""
+        return self.watcher.listening_context if self.watcher else self.config.ssl_context
+
+    def current_config(self) -> WebConfig:
+        return self.watcher.config if self.watcher else self.config
 
 
 OPTIONS_KEY = web.AppKey("options", WebOptions)
@@ -78,12 +92,15 @@ def scrape_timeout(header: str | None, options: WebOptions) -> float:
 
 
 def render(
-    snapshot: Snapshot, accept: str | None, render_seconds: float | None = None
+    snapshot: Snapshot, accept: str | None, render_seconds: float | None = None,
+    extra: Sequence[Collector] = (),
 ) -> tuple[bytes, str]:
     """The body and its content type; ``render_seconds``: the previous answer's rendering,
-    exposed as mysql_idle_render_duration_seconds."""
+    exposed as mysql_idle_render_duration_seconds; ``extra``: the web side's own metrics."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(snapshot, render_seconds=render_seconds))
+    for collector in extra:
+        registry.register(collector)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
@@ -100,7 +117,9 @@ async def _scrape(request: web.Request, target: str | None) -> web.Response:
         snapshot = snapshot.only(target)
     clock = request.app[RENDER_KEY]
     started = time.perf_counter()
-    body, content_type = render(snapshot, request.headers.get("Accept"), clock.last_seconds)
+    extra = [WebConfigCollector(options.watcher)] if options.watcher else []
+    body, content_type = render(snapshot, request.headers.get("Accept"), clock.last_seconds,
+                                extra)
     clock.last_seconds = time.perf_counter() - started
     return web.Response(body=body, headers={"Content-Type": content_type})
 
@@ -196,9 +215,10 @@ async def _landing(request: web.Request) -> web.Response:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _auth_middleware(config: WebConfig, checker: PasswordChecker) -> Middleware:
+def _auth_middleware(current: Callable[[], WebConfig], checker: PasswordChecker) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        config = current()  # re-read here when its files changed
         auth = config.basic_auth
         # Probes from the kubelet carry no credentials and /healthz reveals nothing.
         if auth is not None and request.path != "/healthz":
@@ -241,7 +261,7 @@ def _credentials(header: str) -> tuple[str | None, str]:
 def build_app(engine: Engine, options: WebOptions) -> web.Application:
     checker = PasswordChecker()
     app = web.Application(
-        middlewares=[_auth_middleware(options.config, checker), gzip_middleware]
+        middlewares=[_auth_middleware(options.current_config, checker), gzip_middleware]
     )
 
     async def close_checker(_: web.Application) -> None:

@@ -7,6 +7,7 @@ error rather than silently ignored, so a user never believes a setting is active
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import ssl
@@ -95,6 +96,10 @@ class WebConfig:
     # client_auth_type RequireAndVerifyClientCert: no one without a certificate from
     # client_ca_file gets an answer.
     verifies_client_certs: bool = False
+    # What the TLS part was made of, to say what a reload changed: the certificate's
+    # SHA-256 fingerprint, digests of the key and client CA files (never logged), and the
+    # settings. Empty without TLS.
+    tls_identity: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def authenticates(self) -> bool:
@@ -124,7 +129,29 @@ def _resolve(base: Path, value: Any, where: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def _tls_context(tls: Mapping[str, Any], base: Path, source: str) -> ssl.SSLContext:
+def _digest(path: Path) -> str:
+    """SHA-256 of a file's bytes ("" when unreadable: loading it reports why)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except (OSError, ValueError):
+        return ""
+
+
+def _cert_fingerprint(path: Path) -> str:
+    """SHA-256 fingerprint of the first certificate in a PEM file, as `openssl x509
+    -fingerprint -sha256` shows it (without colons); "" if there is none."""
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+        start = text.index("-----BEGIN CERTIFICATE-----")
+        end = text.index("-----END CERTIFICATE-----", start) + len("-----END CERTIFICATE-----")
+        return hashlib.sha256(ssl.PEM_cert_to_DER_cert(text[start:end])).hexdigest()
+    except (OSError, ValueError):
+        return ""
+
+
+def _tls_context(
+    tls: Mapping[str, Any], base: Path, source: str, referenced: list[Path]
+) -> tuple[ssl.SSLContext, dict[str, str]]:
     _check_keys(tls, _TLS_KEYS, f"{source}: tls_server_config")
     if "cert_file" not in tls or "key_file" not in tls:
         raise WebConfigError(f"{source}: tls_server_config needs cert_file and key_file")
@@ -140,6 +167,13 @@ def _tls_context(tls: Mapping[str, Any], base: Path, source: str) -> ssl.SSLCont
     context.maximum_version = _TLS_VERSIONS[max_version]
     cert = _resolve(base, tls["cert_file"], f"{source}: cert_file")
     key = _resolve(base, tls["key_file"], f"{source}: key_file")
+    referenced += [cert, key]
+    identity = {
+        "certificate": _cert_fingerprint(cert),
+        "key": _digest(key),
+        "min_version": min_version,
+        "max_version": max_version,
+    }
     try:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError, ValueError) as error:  # ValueError: a NUL in a path
@@ -148,15 +182,18 @@ def _tls_context(tls: Mapping[str, Any], base: Path, source: str) -> ssl.SSLCont
     if client_auth not in _CLIENT_AUTH:
         raise WebConfigError(f"{source}: unknown client_auth_type {client_auth!r}")
     context.verify_mode = _CLIENT_AUTH[client_auth]
+    identity["client_auth_type"] = client_auth
     if "client_ca_file" in tls:
         ca = _resolve(base, tls["client_ca_file"], f"{source}: client_ca_file")
+        referenced.append(ca)
+        identity["client CA"] = _digest(ca)
         try:
             context.load_verify_locations(cafile=ca)
         except (OSError, ssl.SSLError, ValueError) as error:
             raise WebConfigError(f"{source}: cannot load client_ca_file: {error}") from None
     elif client_auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert"):
         raise WebConfigError(f"{source}: client_auth_type {client_auth} needs client_ca_file")
-    return context
+    return context, identity
 
 
 _BCRYPT_HASH = re.compile(rb"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
@@ -198,10 +235,17 @@ def _basic_auth(users: Mapping[str, Any], source: str) -> BasicAuth:
     return BasicAuth(parsed)
 
 
-def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
+def load_web_config(
+    path: str | os.PathLike[str], referenced: list[Path] | None = None
+) -> WebConfig:
+    """Parse and check a web config file. Every file it reads (the config itself, then
+    certificates and keys) is appended to `referenced` as it goes, even when it fails, so
+    a caller can watch them for the change that fixes it."""
     import yaml
 
     source = str(path)
+    referenced = [] if referenced is None else referenced
+    referenced.append(Path(path))
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
@@ -224,12 +268,14 @@ def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
     http = _mapping(top.get("http_server_config"), f"{source}: http_server_config")
     _check_keys(http, _HTTP_KEYS, f"{source}: http_server_config")
     headers = _mapping(http.get("headers"), f"{source}: http_server_config.headers")
+    context, identity = _tls_context(tls, base, source, referenced) if tls else (None, {})
     return WebConfig(
-        ssl_context=_tls_context(tls, base, source) if tls else None,
+        ssl_context=context,
         basic_auth=_basic_auth(users, source) if users else None,
         headers=_headers(headers, source),
         verifies_client_certs=bool(tls)
         and str(tls.get("client_auth_type")) == "RequireAndVerifyClientCert",
+        tls_identity=identity,
     )
 
 

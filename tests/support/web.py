@@ -8,6 +8,7 @@ import hashlib
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import TypeVar
 
 import bcrypt
 import pytest
+
+from tests.support.exporter_process import ExporterProcess
 
 T = TypeVar("T")
 
@@ -86,3 +89,56 @@ def poll_until(check: Callable[[], T | None], what: str, timeout: float = 10.0,
         if time.monotonic() > deadline:
             pytest.fail(f"not within {timeout}s: {what}", pytrace=False)
         time.sleep(interval)
+
+
+class LogFollower:
+    """Reads a running exporter's output (its stdout pipe) line by line as it comes, so a
+    test can wait for a log line instead of guessing when a signal was handled."""
+
+    def __init__(self, exporter: ExporterProcess) -> None:
+        assert exporter.process is not None and exporter.process.stdout is not None
+        self._exporter = exporter
+        self._stream = exporter.process.stdout
+        self._lines: list[str] = []
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            with self._changed:
+                self._lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    def lines(self, *fragments: str) -> list[str]:
+        with self._changed:
+            return [line for line in self._lines if all(f in line for f in fragments)]
+
+    def wait_for(self, *fragments: str, count: int = 1, timeout: float = 10.0) -> list[str]:
+        """The lines holding every fragment, once there are `count` of them."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = [line for line in self._lines if all(f in line for f in fragments)]
+                if len(found) >= count:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    pytest.fail(f"no {count} log line(s) with {fragments} within {timeout}s; "
+                                f"log: {self._lines[-20:]}", pytrace=False)
+                self._changed.wait(left)
+
+    def stop(self) -> str:
+        """Stop the exporter and return its whole output."""
+        process = self._exporter.process
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        self._thread.join(10)
+        self._exporter.stop()  # the pipe is at its end: only cleans up
+        with self._changed:
+            return "\n".join(self._lines)
