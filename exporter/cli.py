@@ -24,6 +24,7 @@ from exporter.sessions.reader import SessionReader
 from exporter.sockets.reader import SocketReader
 from exporter.web.app import WebOptions, build_app
 from exporter.web.config import WebConfig, WebConfigError
+from exporter.web.listener import Listener, ListenLimits, raise_fd_limit
 from exporter.web.reload import WebConfigWatcher
 
 log = logging.getLogger("exporter")
@@ -145,6 +146,8 @@ def web_options(config: Config) -> WebOptions:
         config=web_config,
         watcher=watcher,
         fleet=config.fleet_serve,
+        limits=ListenLimits(max_connections=config.max_connections,
+                            read_header_timeout=config.read_header_timeout),
     )
 
 
@@ -152,7 +155,7 @@ async def serve(engine: Engine, options: WebOptions, host: str, port: int,
                 ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
     """Serve until `stop` is set (or SIGINT/SIGTERM when run from the command line)."""
     app = build_app(engine, options)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -161,10 +164,9 @@ async def serve(engine: Engine, options: WebOptions, host: str, port: int,
             loop.add_signal_handler(signum, stop.set)
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGHUP, reload_on_sighup, options)
-    site = web.TCPSite(runner, host or None, port, ssl_context=options.ssl_context,
-                       shutdown_timeout=2.0)
+    listener = Listener(runner, options.limits, options.ssl_context)
     try:
-        await site.start()
+        await listener.start(host or None, port)
     except OSError as error:
         await runner.cleanup()
         raise UsageError(f"--web.listen-address {host}:{port}: {error.strerror or error}") from None
@@ -176,6 +178,7 @@ async def serve(engine: Engine, options: WebOptions, host: str, port: int,
         await stop.wait()
     finally:
         log.info("shutting down")
+        await listener.stop()
         await runner.cleanup()
         engine.close()
 
@@ -189,6 +192,7 @@ def reload_on_sighup(options: WebOptions) -> None:
 
 
 def run(argv: Sequence[str]) -> int:
+    raise_fd_limit()
     try:
         config = parse_config(argv)
         setup_logging(config.log_level, config.log_format)

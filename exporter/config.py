@@ -54,6 +54,8 @@ class Config:
     log_format: str
     fleet_serve: bool = False
     fleet_allow_unauthenticated: bool = False
+    read_header_timeout: float = 10.0
+    max_connections: int = 512
     fleet_url: str | None = None
     fleet_user: str | None = None
     fleet_fresh_interval: float = DEFAULT_FRESH_INTERVAL_SECONDS
@@ -208,6 +210,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="kept back from Prometheus's scrape timeout so the answer arrives in time "
         "(default 0.5s)",
     )
+    web.add_argument(
+        "--web.read-header-timeout",
+        dest="read_header_timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="DURATION",
+        help="a connection must send a request's headers within this long of connecting, "
+        "or of the first byte of a later request; a TLS handshake gets as long again "
+        "(default 10s). Kept-alive connections may idle 120s between requests",
+    )
+    web.add_argument(
+        "--web.max-connections",
+        dest="max_connections",
+        type=_positive_int,
+        default=512,
+        metavar="N",
+        help="HTTP connections at once; beyond it a new one pushes out the one that has "
+        "waited longest without a request. Lowered at start to leave 128 open files "
+        "under the process's limit (default 512)",
+    )
     host = parser.add_argument_group("host")
     host.add_argument(
         "--sockets.source",
@@ -310,6 +332,10 @@ def parse_config(argv: Sequence[str]) -> Config:
         raise UsageError(
             f"--web.scrape-timeout must be more than 0 and at most {MAX_SCRAPE_TIMEOUT_SECONDS:g}s"
         )
+    if args.read_header_timeout <= 0:
+        raise UsageError("--web.read-header-timeout must be more than 0")
+    if args.max_connections < 1:
+        raise UsageError("--web.max-connections must be at least 1")
     if args.network_idle_timeout == 0:
         raise UsageError("--network.idle-timeout must be more than 0 (leave it out for none)")
     if args.fleet_url is not None:
@@ -346,6 +372,8 @@ def parse_config(argv: Sequence[str]) -> Config:
         log_format=args.log_format,
         fleet_serve=args.fleet_serve,
         fleet_allow_unauthenticated=args.fleet_allow_unauthenticated,
+        read_header_timeout=args.read_header_timeout,
+        max_connections=args.max_connections,
         fleet_url=args.fleet_url,
         fleet_user=args.fleet_user,
         fleet_fresh_interval=args.fleet_fresh_interval,

@@ -30,6 +30,7 @@ from exporter.fleet import FLEET_PATH, encode_view
 from exporter.web.auth import PasswordChecker, Verdict
 from exporter.web.compression import gzip_middleware
 from exporter.web.config import WebConfig
+from exporter.web.listener import ListenLimits, track_requests
 from exporter.web.reload import WebConfigCollector, WebConfigWatcher
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class WebOptions:
     watcher: WebConfigWatcher | None = None
     # Serve the server-side facts to sidecars (fleet mode).
     fleet: bool = False
+    limits: ListenLimits = field(default_factory=ListenLimits)
 
     @property
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -261,7 +263,11 @@ def _credentials(header: str) -> tuple[str | None, str]:
 def build_app(engine: Engine, options: WebOptions) -> web.Application:
     checker = PasswordChecker()
     app = web.Application(
-        middlewares=[_auth_middleware(options.current_config, checker), gzip_middleware]
+        middlewares=[
+            track_requests,
+            _auth_middleware(options.current_config, checker),
+            gzip_middleware,
+        ]
     )
 
     async def close_checker(_: web.Application) -> None:

@@ -89,15 +89,18 @@ def test_wrong_passwords_from_four_clients_do_not_stall_healthz_or_verified_scra
 def test_a_wrong_password_costs_the_same_for_known_and_unknown_users(
     exporter: ExporterProcess,
 ) -> None:
-    def median_denial(user: str) -> float:
-        times = []
-        for _ in range(6):
-            status, took = timed_get(exporter, "/metrics", basic_auth(user, secrets.token_hex(8)))
-            assert status == 401
-            times.append(took)
-        return statistics.median(times)
+    def denial(user: str) -> float:
+        status, took = timed_get(exporter, "/metrics", basic_auth(user, secrets.token_hex(8)))
+        assert status == 401
+        return took
 
-    # The highest cost present is 12; the dummy hash for unknown users has it too.
-    known = median_denial("prometheus")
-    unknown = median_denial("nobody-" + secrets.token_hex(4))
-    assert 0.6 < unknown / known < 1.6, (known, unknown)
+    # Interleaved, so a change in the machine's load meanwhile weighs on both alike.
+    known: list[float] = []
+    unknown: list[float] = []
+    for _ in range(7):
+        known.append(denial("prometheus"))
+        unknown.append(denial("nobody-" + secrets.token_hex(4)))
+    # The highest cost present is 12; the stand-in hash for unknown users has it too.
+    # Before: 250 ms against 1.7 ms.
+    ratio = statistics.median(unknown) / statistics.median(known)
+    assert 0.5 < ratio < 2, (sorted(known), sorted(unknown))

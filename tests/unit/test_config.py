@@ -85,6 +85,8 @@ def test_durations(value: str, seconds: float) -> None:
         (["--network.idle-timeout=0"], "more than 0"),
         (["--web.scrape-timeout=301s"], "at most 300s"),
         (["--web.scrape-timeout=0"], "more than 0"),
+        (["--web.read-header-timeout=0"], "more than 0"),
+        (["--web.max-connections=0"], "at least 1"),
         (["--mysql.password=hunter2"], "not accepted on the command line"),
         (["--no-such-flag"], "unrecognized arguments"),
         (["--sockets.source=magic"], "invalid choice"),
@@ -148,6 +150,12 @@ def test_help_lists_the_contract_flags() -> None:
         "--sessions.top",
         "--server.interval",
         "--fleet.fresh-interval",
+        "--fleet.allow-unauthenticated",
+        "--web.read-header-timeout",
+        "--web.max-connections",
     ):
         assert flag in result.stdout
+    # What a hostile header is turned into, and what the target label is.
+    assert "300s" in result.stdout and "NaN" in result.stdout
+    assert "canonical form" in " ".join(result.stdout.split())
     assert "MYSQL_IDLE_EXPORTER_PASSWORD" in result.stdout
