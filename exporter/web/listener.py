@@ -224,7 +224,10 @@ class Listener:
                                              flags=socket.AI_PASSIVE)
         try:
             for family, kind, proto, _, address in dict.fromkeys(infos):
-                sock = socket.socket(family, kind, proto)
+                try:
+                    sock = socket.socket(family, kind, proto)
+                except OSError:
+                    continue  # as asyncio does: a family this host lacks (IPv6 off)
                 self._sockets.append(sock)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if family == socket.AF_INET6:
@@ -236,6 +239,8 @@ class Listener:
         except OSError:
             self._close_sockets()
             raise
+        if not self._sockets:
+            raise OSError(errno.EAFNOSUPPORT, "no address family of this host can listen there")
         for sock in self._sockets:
             self._loop.add_reader(sock.fileno(), self._accept, sock)
 

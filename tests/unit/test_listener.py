@@ -77,3 +77,20 @@ def test_accept_meeting_emfile_makes_room_and_logs_once() -> None:
     lines = [line for line in errors.splitlines() if "accept" in line]
     assert 1 <= len(lines) <= 2, lines
     assert "Traceback" not in errors, errors[-2000:]
+
+
+def test_a_listen_address_in_use_exits_2_with_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "exporter", "--mysql.address=127.0.0.1:1", "--mysql.user=u",
+             f"--web.listen-address=127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=30,
+            env={"MYSQL_IDLE_EXPORTER_PASSWORD": "pw"},
+        )
+    assert result.returncode == 2, result
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "--web.listen-address" in errors[0], result.stderr
+    assert "in use" in errors[0], errors
