@@ -220,8 +220,10 @@ class Listener:
     async def start(self, host: str | None, port: int) -> None:
         """Bind and listen (raises OSError, e.g. the address is in use)."""
         self._loop = asyncio.get_running_loop()
-        infos = await self._loop.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                             flags=socket.AI_PASSIVE)
+        # Directly, not through the loop's executor: its thread would stay for the
+        # process's whole life for this one lookup at start.
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
         try:
             for family, kind, proto, _, address in dict.fromkeys(infos):
                 try:
