@@ -122,7 +122,8 @@ class _Handler(web.RequestHandler):
 
     def __init__(self, listener: Listener, entry: _Connection, manager: web.Server,
                  **kwargs: Any) -> None:
-        super().__init__(manager, loop=asyncio.get_running_loop(), **kwargs)
+        self._clock_loop = asyncio.get_running_loop()
+        super().__init__(manager, loop=self._clock_loop, **kwargs)
         self._listener = listener
         self._entry = entry
 
@@ -163,7 +164,7 @@ class _Handler(web.RequestHandler):
 
     def _arm(self) -> None:
         self._disarm()
-        self._entry.timer = self._loop.call_later(
+        self._entry.timer = self._clock_loop.call_later(
             self._listener.limits.read_header_timeout, self._headers_late)
 
     def _disarm(self) -> None:
