@@ -410,7 +410,8 @@ def fleet_http_cost(db: ThrowawayMariaDB, logdir: Path, requests: int) -> dict[s
     port = free_port()
     proc = Proc("fleet-standalone", [
         sys.executable, "-m", "exporter", f"--mysql.address=127.0.0.1:{db.port}",
-        f"--mysql.user={EXPORTER_USER}", "--fleet.serve", "--server.interval=300s",
+        f"--mysql.user={EXPORTER_USER}", "--fleet.serve", "--fleet.allow-unauthenticated",
+        "--server.interval=300s",
         f"--web.listen-address=127.0.0.1:{port}"], logdir,
         env={"MYSQL_IDLE_EXPORTER_PASSWORD": EXPORTER_PASSWORD})
     path = (f"/fleet/sessions?target=127.0.0.1:{db.port}&client_ip={WATCHER_IP}")
@@ -873,6 +874,7 @@ def run_sim(args: argparse.Namespace) -> dict[str, Any]:
                     *star.prefix(star.server_ns), "taskset", "-c", "1", sys.executable,
                     "-m", "exporter", f"--mysql.address={target}",
                     f"--mysql.user={EXPORTER_USER}", "--fleet.serve",
+                    "--fleet.allow-unauthenticated",
                     f"--server.interval={args.server_interval}",
                     f"--web.listen-address=0.0.0.0:{fleet_port}"], logdir,
                     env={"MYSQL_IDLE_EXPORTER_PASSWORD": EXPORTER_PASSWORD})

@@ -114,3 +114,36 @@ def parse_host_port(
     if not (port_text.isascii() and port_text.isdigit()) or not lowest <= int(port_text) < 65536:
         raise AddressError(f"{text!r}: port must be a number from {lowest} to 65535")
     return host, int(port_text)
+
+
+DEFAULT_TARGET_HOST = "127.0.0.1"
+
+
+def target_address(text: str) -> tuple[str, str, int]:
+    """A --mysql.address as (name, host, port), with one spelling per server address.
+
+    What is the same target: surrounding whitespace is dropped, an empty host is
+    127.0.0.1, the port loses leading zeros, IP addresses take their canonical text (IPv6
+    compressed and lower-case, in brackets in the name; IPv4-mapped IPv6 becomes IPv4; an
+    IPv6 zone is kept, since it picks the interface) and host names are lower-cased (DNS
+    ignores case). Names are never resolved: `localhost:3306` and `127.0.0.1:3306` stay
+    two targets, as do `db:3306` and `db.:3306` (a resolver's search list treats them
+    differently). The name is the `target` label."""
+    host, port = parse_host_port(text)
+    host = host or DEFAULT_TARGET_HOST
+    address, _, zone = host.partition("%")
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        if zone:
+            raise AddressError(f"{text!r}: a zone index needs an IPv6 address") from None
+        name = host.lower()
+        return f"{name}:{port}", name, port
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None and not zone:
+        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv4Address):
+        if zone:
+            raise AddressError(f"{text!r}: a zone index needs an IPv6 address")
+        return f"{ip}:{port}", str(ip), port
+    canonical = f"{ip}%{zone}" if zone else str(ip)
+    return f"[{canonical}]:{port}", canonical, port

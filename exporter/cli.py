@@ -19,7 +19,7 @@ from exporter import __version__
 from exporter.config import Config, UsageError, fail, parse_config
 from exporter.deadline import Clock
 from exporter.engine import Engine
-from exporter.fleet import FLEET_PASSWORD_ENV
+from exporter.fleet import FLEET_PASSWORD_ENV, FLEET_PATH
 from exporter.fleet.server import FleetServer
 from exporter.logs import setup_logging
 from exporter.model import Settings
@@ -32,7 +32,9 @@ from exporter.sessions.source import SessionSource
 from exporter.sockets.reader import SocketReader
 from exporter.target import Target
 from exporter.web.app import WebOptions, build_app
-from exporter.web.config import WebConfig, WebConfigError, load_web_config
+from exporter.web.config import WebConfig, WebConfigError
+from exporter.web.listener import Listener, ListenLimits, raise_fd_limit
+from exporter.web.reload import WebConfigWatcher
 
 log = logging.getLogger("exporter")
 
@@ -151,16 +153,34 @@ def _session_sources(config: Config, environ: Mapping[str, str]) -> list[Session
 
 def web_options(config: Config) -> WebOptions:
     web_config = WebConfig()
+    watcher = None
     if config.web_config_file:
         try:
-            web_config = load_web_config(config.web_config_file)
+            watcher = WebConfigWatcher(
+                config.web_config_file,
+                require_authentication=config.fleet_serve
+                and not config.fleet_allow_unauthenticated,
+            )
         except WebConfigError as error:
             raise UsageError(f"--web.config.file {error}") from None
+        web_config = watcher.config
+    if config.fleet_serve and not web_config.authenticates:
+        if not config.fleet_allow_unauthenticated:
+            raise UsageError(
+                f"--fleet.serve would show every session on the server to anyone who reaches "
+                f"{FLEET_PATH}: configure basic_auth_users or RequireAndVerifyClientCert in "
+                "--web.config.file, or pass --fleet.allow-unauthenticated"
+            )
+        log.warning("serving %s without authentication (--fleet.allow-unauthenticated)",
+                    FLEET_PATH)
     return WebOptions(
         telemetry_path=config.telemetry_path,
         default_timeout=config.scrape_timeout,
         timeout_offset=config.timeout_offset,
         config=web_config,
+        watcher=watcher,
+        limits=ListenLimits(max_connections=config.max_connections,
+                            read_header_timeout=config.read_header_timeout),
     )
 
 
@@ -168,33 +188,44 @@ async def serve(exporter: Exporter, options: WebOptions, host: str, port: int,
                 ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
     """Serve until `stop` is set (or SIGINT/SIGTERM when run from the command line)."""
     app = build_app(exporter.engine, options, exporter.fleet)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, host or None, port, ssl_context=options.config.ssl_context,
-                       shutdown_timeout=2.0)
-    try:
-        await site.start()
-    except OSError as error:
-        await runner.cleanup()
-        raise UsageError(f"--web.listen-address {host}:{port}: {error.strerror or error}") from None
-    scheme = "https" if options.config.ssl_context else "http"
-    log.info("listening on %s://%s:%d%s", scheme, host or "0.0.0.0", port, options.telemetry_path)  # noqa: S104
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, reload_on_sighup, options)
+    listener = Listener(runner, options.limits, options.ssl_context)
+    try:
+        await listener.start(host or None, port)
+    except OSError as error:
+        await runner.cleanup()
+        raise UsageError(f"--web.listen-address {host}:{port}: {error.strerror or error}") from None
+    scheme = "https" if options.ssl_context else "http"
+    log.info("listening on %s://%s:%d%s", scheme, host or "0.0.0.0", port, options.telemetry_path)  # noqa: S104
     if ready is not None:
         ready.set()
     try:
         await stop.wait()
     finally:
         log.info("shutting down")
+        await listener.stop()
         await runner.cleanup()
         exporter.close()
 
 
+def reload_on_sighup(options: WebOptions) -> None:
+    """SIGHUP re-reads what can change without a restart: the web config file."""
+    if options.watcher is None:
+        log.info("SIGHUP: nothing to reload without --web.config.file (flags need a restart)")
+    else:
+        options.watcher.reload("SIGHUP")
+
+
 def run(argv: Sequence[str]) -> int:
+    raise_fd_limit()
     try:
         config = parse_config(argv)
         setup_logging(config.log_level, config.log_format)

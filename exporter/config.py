@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal, NoReturn, get_args
 
 from exporter import __version__
-from exporter.addresses import AddressError, parse_host_port
+from exporter.addresses import AddressError, parse_host_port, target_address
 from exporter.fleet import DEFAULT_FRESH_INTERVAL_SECONDS, FLEET_PASSWORD_ENV, FLEET_PATH
 from exporter.sessions.credentials import PASSWORD_ENV
 from exporter.sessions.sources import Prefer
@@ -20,6 +20,9 @@ LogLevel = Literal["debug", "info", "warn", "error"]
 LogFormat = Literal["logfmt", "json"]
 
 DEFAULT_LISTEN = ":9864"
+# The longest scrape anyone may ask for (a header or --web.scrape-timeout): deadlines far
+# beyond it overflow the timeouts of the reads below.
+MAX_SCRAPE_TIMEOUT_SECONDS = 300.0
 DEFAULT_TARGET = "127.0.0.1:3306"
 
 
@@ -29,7 +32,7 @@ class UsageError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class TargetAddress:
-    name: str  # as given: the `target` label
+    name: str  # the normalised spelling (addresses.target_address): the `target` label
     host: str
     port: int
 
@@ -55,6 +58,9 @@ class Config:
     log_level: LogLevel
     log_format: LogFormat
     fleet_serve: bool = False
+    fleet_allow_unauthenticated: bool = False
+    read_header_timeout: float = 10.0
+    max_connections: int = 512
     fleet_url: str | None = None
     fleet_user: str | None = None
     fleet_fresh_interval: float = DEFAULT_FRESH_INTERVAL_SECONDS
@@ -114,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="HOST:PORT",
         help=f"a server to watch; repeat for several (default {DEFAULT_TARGET}). "
-        "The target label is the address as given.",
+        "The target label is the address in one spelling: no surrounding spaces, host names "
+        "lower-case, IPs in canonical form ([::1]:3306), an empty host as 127.0.0.1; two "
+        "spellings of one address are an error. Names are not resolved.",
     )
     db.add_argument("--mysql.user", dest="user", metavar="USER", help="user to log in as "
                     "(default: the user in --config.my-cnf)")
@@ -194,7 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=10.0,
         metavar="DURATION",
-        help="time a scrape may take when Prometheus sends no timeout header (default 10s)",
+        help="time a scrape may take when Prometheus sends no timeout header (default 10s). "
+        f"X-Prometheus-Scrape-Timeout-Seconds above {MAX_SCRAPE_TIMEOUT_SECONDS:g}s counts as "
+        f"{MAX_SCRAPE_TIMEOUT_SECONDS:g}s; NaN, zero or negative values as no header; "
+        f"at most {MAX_SCRAPE_TIMEOUT_SECONDS:g}s",
     )
     web.add_argument(
         "--web.timeout-offset",
@@ -204,6 +215,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="kept back from Prometheus's scrape timeout so the answer arrives in time "
         "(default 0.5s)",
+    )
+    web.add_argument(
+        "--web.read-header-timeout",
+        dest="read_header_timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="DURATION",
+        help="a connection must send a request's headers within this long of connecting, "
+        "or of the first byte of a later request; a TLS handshake gets as long again "
+        "(default 10s). Kept-alive connections may idle 120s between requests",
+    )
+    web.add_argument(
+        "--web.max-connections",
+        dest="max_connections",
+        type=_positive_int,
+        default=512,
+        metavar="N",
+        help="HTTP connections at once; beyond it a new one pushes out the one that has "
+        "waited longest without a request. Lowered at start to leave 128 open files "
+        "under the process's limit (default 512)",
     )
     host = parser.add_argument_group("host")
     host.add_argument(
@@ -230,7 +261,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--fleet.serve",
         dest="fleet_serve",
         action="store_true",
-        help=f"serve the server-side facts to sidecars on {FLEET_PATH} (same auth as metrics)",
+        help=f"serve the server-side facts to sidecars on {FLEET_PATH} (same auth as metrics). "
+        "They name every session on the server, so this needs basic_auth_users or verified "
+        "client certificates in --web.config.file, or --fleet.allow-unauthenticated",
+    )
+    fleet.add_argument(
+        "--fleet.allow-unauthenticated",
+        dest="fleet_allow_unauthenticated",
+        action="store_true",
+        help="with --fleet.serve: serve without authentication to anyone who can reach "
+        "--web.listen-address (a warning is logged)",
     )
     fleet.add_argument(
         "--fleet.url",
@@ -273,16 +313,18 @@ def parse_config(argv: Sequence[str]) -> Config:
             )
     args = build_parser().parse_args(list(argv))
     targets = []
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     for address in args.addresses or [DEFAULT_TARGET]:
         try:
-            host, port = parse_host_port(address)
+            name, host, port = target_address(address)
         except AddressError as error:
             raise UsageError(f"--mysql.address: {error}") from None
-        if address in seen:
-            raise UsageError(f"--mysql.address {address} is given twice")
-        seen.add(address)
-        targets.append(TargetAddress(address, host or "127.0.0.1", port))
+        if name in seen:
+            raise UsageError(
+                f"--mysql.address {seen[name]!r} and {address!r} are the same target ({name})"
+            )
+        seen[name] = address
+        targets.append(TargetAddress(name, host, port))
     try:
         listen_host, listen_port = parse_host_port(args.listen_address)
     except AddressError as error:
@@ -292,8 +334,14 @@ def parse_config(argv: Sequence[str]) -> Config:
         raise UsageError(
             f"--web.telemetry-path must start with '/' and not be /healthz or /probe: {path!r}"
         )
-    if args.scrape_timeout <= 0:
-        raise UsageError("--web.scrape-timeout must be more than 0")
+    if not 0 < args.scrape_timeout <= MAX_SCRAPE_TIMEOUT_SECONDS:
+        raise UsageError(
+            f"--web.scrape-timeout must be more than 0 and at most {MAX_SCRAPE_TIMEOUT_SECONDS:g}s"
+        )
+    if args.read_header_timeout <= 0:
+        raise UsageError("--web.read-header-timeout must be more than 0")
+    if args.max_connections < 1:
+        raise UsageError("--web.max-connections must be at least 1")
     if args.network_idle_timeout == 0:
         raise UsageError("--network.idle-timeout must be more than 0 (leave it out for none)")
     if args.fleet_url is not None:
@@ -329,6 +377,9 @@ def parse_config(argv: Sequence[str]) -> Config:
         log_level=args.log_level,
         log_format=args.log_format,
         fleet_serve=args.fleet_serve,
+        fleet_allow_unauthenticated=args.fleet_allow_unauthenticated,
+        read_header_timeout=args.read_header_timeout,
+        max_connections=args.max_connections,
         fleet_url=args.fleet_url,
         fleet_user=args.fleet_user,
         fleet_fresh_interval=args.fleet_fresh_interval,

@@ -6,8 +6,10 @@ import base64
 import binascii
 import html
 import logging
+import math
+import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -17,17 +19,23 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.addresses import normalise_ip
+from exporter.addresses import AddressError, normalise_ip, target_address
 from exporter.collector import SnapshotCollector
+from exporter.config import MAX_SCRAPE_TIMEOUT_SECONDS
 from exporter.deadline import Deadline
 from exporter.engine import Engine
 from exporter.fleet import FLEET_PATH
 from exporter.fleet.server import FleetServer
 from exporter.fleet.wire import encode_view
 from exporter.model import Snapshot
+from exporter.web.auth import PasswordChecker, Verdict
+from exporter.web.compression import gzip_middleware
 from exporter.web.config import WebConfig
+from exporter.web.listener import ListenLimits, track_requests
+from exporter.web.reload import WebConfigCollector, WebConfigWatcher
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,18 @@ class WebOptions:
     # Kept back from Prometheus's own timeout so the answer arrives before it gives up.
     timeout_offset: float = 0.5
     config: WebConfig = field(default_factory=WebConfig)
+    # With --web.config.file: the config in force, re-read when its files change (then
+    # `config` is unused).
+    watcher: WebConfigWatcher | None = None
+    limits: ListenLimits = field(default_factory=ListenLimits)
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The context the listening socket keeps; reloads reach it through the watcher."""
+        return self.watcher.listening_context if self.watcher else self.config.ssl_context
+
+    def current_config(self) -> WebConfig:
+        return self.watcher.config if self.watcher else self.config
 
 
 OPTIONS_KEY = web.AppKey("options", WebOptions)
@@ -68,24 +88,32 @@ def scrape_deadline(request: web.Request) -> Deadline:
 
 
 def scrape_timeout(header: str | None, options: WebOptions) -> float:
-    """Seconds this scrape may take: Prometheus's timeout less the offset, else the default."""
+    """Seconds this scrape may take: Prometheus's timeout less the offset, else the default.
+
+    The header is input from the network: a value above MAX_SCRAPE_TIMEOUT_SECONDS (`inf`,
+    `1e308`) is clamped to it, since deadlines that far out overflow the timeouts of the
+    reads below; NaN, zero, negative or unparsable values mean "no header" (the default)."""
     if header:
         try:
             value = float(header)
         except ValueError:
-            value = 0.0
-        if value > 0:
+            value = math.nan
+        if value > 0:  # False for NaN
+            value = min(value, MAX_SCRAPE_TIMEOUT_SECONDS)
             return max(value - options.timeout_offset, 0.1)
     return options.default_timeout
 
 
 def render(
-    snapshot: Snapshot, accept: str | None, render_seconds: float | None = None
+    snapshot: Snapshot, accept: str | None, render_seconds: float | None = None,
+    extra: Sequence[Collector] = (),
 ) -> tuple[bytes, str]:
     """The body and its content type; ``render_seconds``: the previous answer's rendering,
-    exposed as mysql_idle_render_duration_seconds."""
+    exposed as mysql_idle_render_duration_seconds; ``extra``: the web side's own metrics."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(snapshot, render_seconds=render_seconds))
+    for collector in extra:
+        registry.register(collector)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
@@ -99,7 +127,10 @@ async def _scrape(request: web.Request, target: str | None) -> web.Response:
         snapshot = snapshot.only(target)
     clock = request.app[RENDER_KEY]
     started = time.perf_counter()
-    body, content_type = render(snapshot, request.headers.get("Accept"), clock.last_seconds)
+    watcher = request.app[OPTIONS_KEY].watcher
+    extra = [WebConfigCollector(watcher)] if watcher else []
+    body, content_type = render(snapshot, request.headers.get("Accept"), clock.last_seconds,
+                                extra)
     clock.last_seconds = time.perf_counter() - started
     return web.Response(body=body, headers={"Content-Type": content_type})
 
@@ -108,11 +139,24 @@ async def _metrics(request: web.Request) -> web.Response:
     return await _scrape(request, None)
 
 
+def known_target(given: str, names: list[str]) -> str | None:
+    """The configured target that `given` spells (any spelling --mysql.address accepts for
+    it), or None."""
+    if given in names:
+        return given
+    try:
+        name = target_address(given)[0]
+    except AddressError:
+        return None
+    return name if name in names else None
+
+
 async def _probe(request: web.Request) -> web.Response:
-    target = request.query.get("target", "")
-    if not target:
+    given = request.query.get("target", "")
+    if not given:
         return web.Response(status=400, text="the target parameter is missing\n")
-    if target not in request.app[ENGINE_KEY].target_names:
+    target = known_target(given, request.app[ENGINE_KEY].target_names)
+    if target is None:
         # Only configured targets: /probe must never become a way to reach arbitrary hosts.
         return web.Response(
             status=400, text="unknown target: probe only addresses given by --mysql.address\n"
@@ -122,8 +166,8 @@ async def _probe(request: web.Request) -> web.Response:
 
 async def _fleet_sessions(request: web.Request) -> web.Response:
     fleet = request.app[FLEET_KEY]
-    target = request.query.get("target", "")
-    if target not in fleet.target_names:
+    target = known_target(request.query.get("target", ""), fleet.target_names)
+    if target is None:
         return web.Response(status=400, text="unknown target\n")
     asked = request.query.getall("client_ip", [])
     # No client_ip at all means every session; an empty one means none (a watcher with no
@@ -181,14 +225,24 @@ async def _landing(request: web.Request) -> web.Response:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _auth_middleware(config: WebConfig) -> Middleware:
+def _auth_middleware(current: Callable[[], WebConfig], checker: PasswordChecker) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        config = current()  # re-read here when its files changed
         auth = config.basic_auth
         # Probes from the kubelet carry no credentials and /healthz reveals nothing.
         if auth is not None and request.path != "/healthz":
             user, password = _credentials(request.headers.get("Authorization", ""))
-            if user is None or not auth.check(user, password):
+            verdict = (
+                Verdict.DENIED if user is None else await checker.check(auth, user, password)
+            )
+            if verdict is Verdict.BUSY:
+                return web.Response(
+                    status=429,
+                    text="Too many password checks at once, try again\n",
+                    headers={"Retry-After": "1"},
+                )
+            if verdict is not Verdict.ALLOWED:
                 return web.Response(
                     status=401,
                     text="Unauthorized\n",
@@ -218,7 +272,19 @@ def build_app(
     engine: Engine, options: WebOptions, fleet: FleetServer | None = None
 ) -> web.Application:
     """The exporter's HTTP side; with ``fleet`` (--fleet.serve) it also serves sidecars."""
-    app = web.Application(middlewares=[_auth_middleware(options.config)])
+    checker = PasswordChecker()
+    app = web.Application(
+        middlewares=[
+            track_requests,
+            _auth_middleware(options.current_config, checker),
+            gzip_middleware,
+        ]
+    )
+
+    async def close_checker(_: web.Application) -> None:
+        checker.close()
+
+    app.on_cleanup.append(close_checker)
     app[ENGINE_KEY] = engine
     app[OPTIONS_KEY] = options
     app[RENDER_KEY] = RenderClock()

@@ -7,13 +7,10 @@ error rather than silently ignored, so a user never believes a setting is active
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import hmac
 import os
 import re
 import ssl
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,40 +55,37 @@ _HTTP_KEYS = {"headers", "http2"}
 
 @dataclass(frozen=True)
 class BasicAuth:
-    """Users and bcrypt hashes; a verified (user, password) pair is cached as an HMAC so a
-    scrape every few seconds does not pay bcrypt's deliberate cost each time."""
+    """Users and their bcrypt hashes. ``dummy_hash`` stands in for unknown users: it has
+    the highest cost among the users, so a wrong password costs the same whether the user
+    exists or not (with several costs, unknown users cost what the dearest one does).
+    Checking is slow on purpose; exporter.web.auth runs it off the event loop."""
 
     users: Mapping[str, bytes]
-    _cache_key: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
-    _verified: set[bytes] = field(default_factory=set, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    dummy_hash: bytes = b""  # made from the users' costs when not given
 
-    def check(self, user: str, password: str) -> bool:
+    def __post_init__(self) -> None:
+        if not self.dummy_hash:
+            cost = max((int(hashed[4:6]) for hashed in self.users.values()), default=4)
+            object.__setattr__(self, "dummy_hash", _dummy_hash(cost))
+
+    def hash_of(self, user: str) -> bytes:
+        return self.users.get(user, self.dummy_hash)
+
+    def verify(self, user: str, password: str) -> bool:
+        """bcrypt's verdict (a quarter of a second at cost 12): call it off the event loop."""
         import bcrypt
 
-        hashed = self.users.get(user)
-        if hashed is None:
-            # Spend comparable time on unknown users so they cannot be told apart.
-            bcrypt.checkpw(b"x", _dummy_hash())
-            return False
-        token = hmac.new(
-            self._cache_key, user.encode() + b"\0" + password.encode(), hashlib.sha256
-        ).digest()
-        with self._lock:
-            if token in self._verified:
-                return True
-        if not bcrypt.checkpw(password.encode(), hashed):
-            return False
-        with self._lock:
-            self._verified.add(token)
-        return True
+        known = user in self.users
+        matches = bcrypt.checkpw(password.encode(), self.hash_of(user))
+        return known and matches
 
 
-@functools.cache
-def _dummy_hash() -> bytes:
+def _dummy_hash(cost: int) -> bytes:
+    """A hash no password matches, costing `cost` to check: a fresh salt and a hash part
+    that bcrypt never produces for it (the comparison fails after the full work)."""
     import bcrypt
 
-    return bcrypt.hashpw(b"dummy", bcrypt.gensalt(rounds=4))
+    return bcrypt.gensalt(rounds=cost) + b"." * 31
 
 
 @dataclass(frozen=True)
@@ -99,6 +93,18 @@ class WebConfig:
     ssl_context: ssl.SSLContext | None = None
     basic_auth: BasicAuth | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    # client_auth_type RequireAndVerifyClientCert: no one without a certificate from
+    # client_ca_file gets an answer.
+    verifies_client_certs: bool = False
+    # What the TLS part was made of, to say what a reload changed: the certificate's
+    # SHA-256 fingerprint, digests of the key and client CA files (never logged), and the
+    # settings. Empty without TLS.
+    tls_identity: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def authenticates(self) -> bool:
+        """Whether every answer (but /healthz) needs a password or a verified certificate."""
+        return self.basic_auth is not None or self.verifies_client_certs
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -123,7 +129,29 @@ def _resolve(base: Path, value: Any, where: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def _tls_context(tls: Mapping[str, Any], base: Path, source: str) -> ssl.SSLContext:
+def _digest(path: Path) -> str:
+    """SHA-256 of a file's bytes ("" when unreadable: loading it reports why)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except (OSError, ValueError):
+        return ""
+
+
+def _cert_fingerprint(path: Path) -> str:
+    """SHA-256 fingerprint of the first certificate in a PEM file, as `openssl x509
+    -fingerprint -sha256` shows it (without colons); "" if there is none."""
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+        start = text.index("-----BEGIN CERTIFICATE-----")
+        end = text.index("-----END CERTIFICATE-----", start) + len("-----END CERTIFICATE-----")
+        return hashlib.sha256(ssl.PEM_cert_to_DER_cert(text[start:end])).hexdigest()
+    except (OSError, ValueError):
+        return ""
+
+
+def _tls_context(
+    tls: Mapping[str, Any], base: Path, source: str, referenced: list[Path]
+) -> tuple[ssl.SSLContext, dict[str, str]]:
     _check_keys(tls, _TLS_KEYS, f"{source}: tls_server_config")
     if "cert_file" not in tls or "key_file" not in tls:
         raise WebConfigError(f"{source}: tls_server_config needs cert_file and key_file")
@@ -139,6 +167,13 @@ def _tls_context(tls: Mapping[str, Any], base: Path, source: str) -> ssl.SSLCont
     context.maximum_version = _TLS_VERSIONS[max_version]
     cert = _resolve(base, tls["cert_file"], f"{source}: cert_file")
     key = _resolve(base, tls["key_file"], f"{source}: key_file")
+    referenced += [cert, key]
+    identity = {
+        "certificate": _cert_fingerprint(cert),
+        "key": _digest(key),
+        "min_version": min_version,
+        "max_version": max_version,
+    }
     try:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError, ValueError) as error:  # ValueError: a NUL in a path
@@ -147,20 +182,40 @@ def _tls_context(tls: Mapping[str, Any], base: Path, source: str) -> ssl.SSLCont
     if client_auth not in _CLIENT_AUTH:
         raise WebConfigError(f"{source}: unknown client_auth_type {client_auth!r}")
     context.verify_mode = _CLIENT_AUTH[client_auth]
+    identity["client_auth_type"] = client_auth
     if "client_ca_file" in tls:
         ca = _resolve(base, tls["client_ca_file"], f"{source}: client_ca_file")
+        referenced.append(ca)
+        identity["client CA"] = _digest(ca)
         try:
             context.load_verify_locations(cafile=ca)
         except (OSError, ssl.SSLError, ValueError) as error:
             raise WebConfigError(f"{source}: cannot load client_ca_file: {error}") from None
     elif client_auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert"):
         raise WebConfigError(f"{source}: client_auth_type {client_auth} needs client_ca_file")
-    return context
+    return context, identity
+
+
+_BCRYPT_HASH = re.compile(rb"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
+
+
+def _valid_hash(hashed: bytes) -> bool:
+    """A well-formed bcrypt hash with a cost of 4 to 31. bcrypt itself checks the salt's
+    encoding, at cost 4 (about a millisecond) instead of the hash's own cost, so loading
+    and reloading stay cheap whatever the cost."""
+    import bcrypt
+
+    match = _BCRYPT_HASH.fullmatch(hashed)
+    if match is None or not 4 <= int(match[1]) <= 31:
+        return False
+    try:
+        bcrypt.checkpw(b"", hashed[:4] + b"04" + hashed[6:])
+    except ValueError:
+        return False
+    return True
 
 
 def _basic_auth(users: Mapping[str, Any], source: str) -> BasicAuth:
-    import bcrypt
-
     parsed: dict[str, bytes] = {}
     for user, hashed in users.items():
         try:
@@ -171,21 +226,26 @@ def _basic_auth(users: Mapping[str, Any], source: str) -> BasicAuth:
                 f"{source}: basic_auth_users has a user name that is not valid UTF-8"
             ) from None
         message = f"{source}: basic_auth_users.{user} must be a bcrypt hash (htpasswd -nbB)"
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+        # A malformed hash would otherwise make every request fail (bcrypt raises).
+        if not isinstance(hashed, str) or not hashed.isascii() or not _valid_hash(
+            hashed.encode()
+        ):
             raise WebConfigError(message)
-        try:
-            # A malformed hash would otherwise make every request fail (bcrypt raises).
-            bcrypt.checkpw(b"", hashed.encode())
-        except ValueError:
-            raise WebConfigError(message) from None
         parsed[str(user)] = hashed.encode()
     return BasicAuth(parsed)
 
 
-def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
+def load_web_config(
+    path: str | os.PathLike[str], referenced: list[Path] | None = None
+) -> WebConfig:
+    """Parse and check a web config file. Every file it reads (the config itself, then
+    certificates and keys) is appended to `referenced` as it goes, even when it fails, so
+    a caller can watch them for the change that fixes it."""
     import yaml
 
     source = str(path)
+    referenced = [] if referenced is None else referenced
+    referenced.append(Path(path))
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
@@ -208,10 +268,14 @@ def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
     http = _mapping(top.get("http_server_config"), f"{source}: http_server_config")
     _check_keys(http, _HTTP_KEYS, f"{source}: http_server_config")
     headers = _mapping(http.get("headers"), f"{source}: http_server_config.headers")
+    context, identity = _tls_context(tls, base, source, referenced) if tls else (None, {})
     return WebConfig(
-        ssl_context=_tls_context(tls, base, source) if tls else None,
+        ssl_context=context,
         basic_auth=_basic_auth(users, source) if users else None,
         headers=_headers(headers, source),
+        verifies_client_certs=bool(tls)
+        and str(tls.get("client_auth_type")) == "RequireAndVerifyClientCert",
+        tls_identity=identity,
     )
 
 

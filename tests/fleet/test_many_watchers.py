@@ -277,6 +277,7 @@ def test_fleet_mode_one_reader_for_the_database(fleet: Fleet) -> None:
     try:
         earlier = fleet.server_reads()
         standalone = fleet.exporter(None, ["--mysql.user=fleet", "--fleet.serve",
+                                           "--fleet.allow-unauthenticated",
                                            f"--server.interval={INTERVAL}s"],
                                     ns=star.server_ns, listen_host="0.0.0.0")
         url = f"http://{star.db_addr}:{standalone.port}"

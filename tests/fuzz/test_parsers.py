@@ -582,8 +582,8 @@ def test_web_config_only_raises_web_config_error(scratch: Path, content: bytes) 
     # A configuration that loads never breaks a request later.
     if config.basic_auth is not None:
         for user in config.basic_auth.users:
-            assert config.basic_auth.check(user, "secret") in (True, False)
-            assert config.basic_auth.check(user, "wrong") is False
+            assert config.basic_auth.verify(user, "secret") in (True, False)
+            assert config.basic_auth.verify(user, "wrong") is False
     for name, value in config.headers.items():
         assert name and all(33 <= ord(c) < 127 and c not in '()<>@,;:\\"/[]?={}'
                             for c in name), repr(name)

@@ -54,7 +54,7 @@ def test_fleet_fresh_interval_is_checked_against_the_scrape_timeout_only_when_se
     assert parse_config(["--web.scrape-timeout=500ms"]).scrape_timeout == 0.5
 
 
-def test_targets_are_repeatable_and_keep_their_text_as_label() -> None:
+def test_targets_are_repeatable_and_take_one_spelling_as_label() -> None:
     config = parse_config(
         [
             "--mysql.address=db-a:3306",
@@ -66,7 +66,7 @@ def test_targets_are_repeatable_and_keep_their_text_as_label() -> None:
     assert [(t.name, t.host, t.port) for t in config.targets] == [
         ("db-a:3306", "db-a", 3306),
         ("[2001:db8::1]:3307", "2001:db8::1", 3307),
-        (":3308", "127.0.0.1", 3308),
+        ("127.0.0.1:3308", "127.0.0.1", 3308),
     ]
 
 
@@ -84,7 +84,7 @@ def test_durations(value: str, seconds: float) -> None:
         (["--mysql.address=db"], "missing port"),
         (["--mysql.address=db:99999"], "port must be a number"),
         (["--mysql.address=::1:3306"], "brackets"),
-        (["--mysql.address=a:1", "--mysql.address=a:1"], "given twice"),
+        (["--mysql.address=a:1", "--mysql.address=a:1"], "same target"),
         (["--risk.headroom=soon"], "not a duration"),
         (["--risk.headroom=-5"], "non-negative"),
         (["--risk.headroom=nan"], "finite"),
@@ -92,6 +92,10 @@ def test_durations(value: str, seconds: float) -> None:
         (["--web.telemetry-path=metrics"], "must start with '/'"),
         (["--web.telemetry-path=/healthz"], "/healthz"),
         (["--network.idle-timeout=0"], "more than 0"),
+        (["--web.scrape-timeout=301s"], "at most 300s"),
+        (["--web.scrape-timeout=0"], "more than 0"),
+        (["--web.read-header-timeout=0"], "more than 0"),
+        (["--web.max-connections=0"], "at least 1"),
         (["--mysql.password=hunter2"], "not accepted on the command line"),
         (["--no-such-flag"], "unrecognized arguments"),
         (["--sockets.source=magic"], "invalid choice"),
@@ -155,6 +159,12 @@ def test_help_lists_the_contract_flags() -> None:
         "--sessions.top",
         "--server.interval",
         "--fleet.fresh-interval",
+        "--fleet.allow-unauthenticated",
+        "--web.read-header-timeout",
+        "--web.max-connections",
     ):
         assert flag in result.stdout
+    # What a hostile header is turned into, and what the target label is.
+    assert "300s" in result.stdout and "NaN" in result.stdout
+    assert "canonical form" in " ".join(result.stdout.split())
     assert "MYSQL_IDLE_EXPORTER_PASSWORD" in result.stdout

@@ -1,0 +1,64 @@
+"""gzip for answers: Prometheus asks for it on every scrape (`Accept-Encoding: gzip`)."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+# Level 1 (zlib's fastest): on a 2.6 MB exposition about 8 ms of CPU for a 13x smaller
+# body, against 17 ms for 18x at the default level 6 and 90 ms for 20x at level 9
+# (docs/web.md).
+GZIP_LEVEL = 1
+# Below this a body fits in a packet or two anyway: compressing costs more than it saves.
+MIN_GZIP_BYTES = 1024
+
+
+def accepts_gzip(header: str | None) -> bool:
+    """Whether an Accept-Encoding header accepts gzip (RFC 9110: named with q > 0, or
+    matched by `*` with q > 0 when gzip is not named)."""
+    if not header:
+        return False
+    star: bool | None = None
+    for item in header.split(","):
+        coding, _, params = item.strip().partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        coding = coding.strip().lower()
+        if coding == "gzip":
+            return quality > 0
+        if coding == "*":
+            star = quality > 0
+    return bool(star)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def gzip_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Compress a whole answer (metrics, probe, fleet documents) for a client that accepts
+    gzip. On the event loop: a few milliseconds even for the largest exposition, less
+    than rendering it."""
+    response = await handler(request)
+    if not isinstance(response, web.Response) or response.status != 200:
+        return response
+    body = response.body
+    if not isinstance(body, bytes) or len(body) < MIN_GZIP_BYTES:
+        return response
+    if "Content-Encoding" in response.headers:
+        return response
+    response.headers.add("Vary", "Accept-Encoding")
+    if not accepts_gzip(request.headers.get("Accept-Encoding")):
+        return response
+    # mtime=0: the same exposition compresses to the same bytes.
+    response.body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+    response.headers["Content-Encoding"] = "gzip"
+    return response
