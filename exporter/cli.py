@@ -18,6 +18,7 @@ from aiohttp import web
 from exporter import __version__
 from exporter.config import Config, UsageError, fail, parse_config
 from exporter.deadline import Clock
+from exporter.drops import DropRecorder
 from exporter.engine import Engine
 from exporter.fleet import FLEET_PASSWORD_ENV
 from exporter.fleet.server import FleetServer
@@ -83,6 +84,8 @@ class Exporter:
     engine: Engine
     # --fleet.serve: the server-side facts served to sidecars.
     fleet: FleetServer | None = None
+    # The drops of the last hour, fed by every collection (the status page shows them).
+    drops: DropRecorder | None = None
 
     def close(self) -> None:
         self.engine.close()
@@ -112,6 +115,13 @@ def build_exporter(
     settings = Settings(
         risk_headroom=config.risk_headroom, network_idle_timeout=config.network_idle_timeout
     )
+    drops = DropRecorder(clock=clock)
+
+    def collected() -> None:
+        if on_collected is not None:
+            on_collected()
+        drops.observe(engine.last_snapshot)
+
     engine = Engine(
         targets,
         sockets,
@@ -119,7 +129,7 @@ def build_exporter(
         addresses=AddressBook(clock=clock),
         top_sessions=config.sessions_top,
         clock=clock,
-        on_collected=on_collected,
+        on_collected=collected,
     )
     fleet = None
     if config.fleet_serve:
@@ -129,7 +139,7 @@ def build_exporter(
             interval=config.server_interval,
             fresh_interval=config.fleet_fresh_interval,
         )
-    return Exporter(engine, fleet)
+    return Exporter(engine, fleet, drops)
 
 
 def _session_sources(config: Config, environ: Mapping[str, str]) -> list[SessionSource]:
@@ -167,7 +177,7 @@ def web_options(config: Config) -> WebOptions:
 async def serve(exporter: Exporter, options: WebOptions, host: str, port: int,
                 ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
     """Serve until `stop` is set (or SIGINT/SIGTERM when run from the command line)."""
-    app = build_app(exporter.engine, options, exporter.fleet)
+    app = build_app(exporter.engine, options, exporter.fleet, exporter.drops)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host or None, port, ssl_context=options.config.ssl_context,
