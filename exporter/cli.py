@@ -26,7 +26,7 @@ from exporter.logs import setup_logging
 from exporter.model import Settings
 from exporter.planner import ReadPolicy
 from exporter.resolver import AddressBook
-from exporter.sessions.credentials import ConfigError, load_credentials
+from exporter.sessions.credentials import PASSWORD_ENV, ConfigError, load_credentials
 from exporter.sessions.fleet_client import FleetSessionSource
 from exporter.sessions.reader import SessionReader
 from exporter.sessions.source import SessionSource
@@ -142,6 +142,15 @@ def build_exporter(
     return Exporter(engine, fleet, drops)
 
 
+def password_warning(config: Config, environ: Mapping[str, str]) -> str | None:
+    """The line to log at start when no password source is set: a login without a password
+    fails only at the first scrape, long after whoever started the exporter looked away."""
+    if config.fleet_url is not None or config.my_cnf is not None or environ.get(PASSWORD_ENV):
+        return None
+    return (f"no password set: {PASSWORD_ENV} is unset or empty and --config.my-cnf is not "
+            f"given, so the exporter logs in as {config.user or 'its user'} without a password")
+
+
 def _session_sources(config: Config, environ: Mapping[str, str]) -> list[SessionSource]:
     if config.fleet_url is not None:
         return [
@@ -216,6 +225,9 @@ def run(argv: Sequence[str]) -> int:
         "mysql-idle-exporter %s watching %s", __version__,
         ", ".join(exporter.engine.target_names),
     )
+    warning = password_warning(config, os.environ)
+    if warning is not None:
+        log.warning(warning)
     tune_gc()
     try:
         asyncio.run(serve(exporter, options, config.listen_host, config.listen_port))
