@@ -1,4 +1,5 @@
-"""Entry point: `mysql-idle-exporter [flags]` and `mysql-idle-exporter demo`."""
+"""Entry point: `mysql-idle-exporter [flags]`, `mysql-idle-exporter demo` and
+`mysql-idle-exporter inspect`."""
 
 from __future__ import annotations
 
@@ -242,4 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from exporter.demo import run_demo
 
         return run_demo(args[1:])
+    if args[:1] == ["inspect"]:
+        from exporter.inspect import run_inspect
+
+        return run_inspect(args[1:])
     return run(args)
