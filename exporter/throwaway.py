@@ -23,7 +23,7 @@ import pymysql
 
 NOT_INSTALLED = (
     "MariaDB is not installed (mariadbd, mariadb-install-db): "
-    "run 'sudo apt-get install mariadb-server'"
+    "run 'apt-get install mariadb-server' as root"
 )
 
 
