@@ -250,13 +250,22 @@ def _process(p: ProcessRow) -> str:
     return "\n".join(rows)
 
 
+_TCP_NOTES = {
+    "gone": "the server reset the connection: the socket left the kernel's table while "
+            "the process still holds it",
+    "CLOSE_WAIT": "the server closed the connection; the process has not",
+}
+
+
 def _session(s: SessionRow) -> str:
     headroom = _e(format_duration(s.headroom))
     if s.headroom is not None:
         cell = f'<td class="headroom" data-headroom="{round(s.headroom, 3)}">{headroom}</td>'
     else:
         cell = f'<td class="headroom">{headroom}</td>'
-    tcp = "" if s.tcp_state == "ESTABLISHED" else f' <span class="tcp">{_e(s.tcp_state)}</span>'
+    tcp = "" if s.tcp_state == "ESTABLISHED" else (
+        f' <span class="tcp" title="{_e(_TCP_NOTES.get(s.tcp_state, "TCP state"))}">'
+        f"{_e(s.tcp_state)}</span>")
     return (
         f'<tr class="session state-{s.state.value}" data-state="{s.state.value}">'
         f'<td class="process">{_e(s.process)}</td>'
