@@ -59,6 +59,10 @@ _SESSION_ADVICE: Mapping[State, Advice] = {
     State.UNMATCHED: advice.UNMATCHED,
 }
 
+# Every Notice.key, in the order they are given (docs/status.md lists them).
+NOTICE_KEYS = ("unresolved", "server_down", "no_process_privilege", "correlation_lost",
+               "owners_unknown", "no_tcp_info")
+
 # Words for a state where a person reads it.
 STATE_LABELS: Mapping[State, str] = {
     State.DROPPED: "dropped (dead, still held)",
