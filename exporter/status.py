@@ -249,7 +249,9 @@ def _target_view(report: TargetReport, recent: Sequence[DropEvent], now: float,
     return TargetView(
         target=snap.target,
         up=up,
-        error=None if up else (server.error if server is not None else "not read yet"),
+        error=None if up else (
+            utf8_label(server.error or "unknown error") if server is not None
+            else "not read yet"),
         server=_facts(server, snap.server_age_seconds) if server is not None and up else None,
         correlation_working=snap.correlation_working,
         risk_headroom=snap.settings.risk_headroom,
