@@ -1,4 +1,5 @@
-"""Entry point: `mysql-idle-exporter [flags]` and `mysql-idle-exporter demo`."""
+"""Entry point: `mysql-idle-exporter [flags]`, `mysql-idle-exporter demo` and
+`mysql-idle-exporter inspect`."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from aiohttp import web
 from exporter import __version__
 from exporter.config import Config, UsageError, fail, parse_config
 from exporter.deadline import Clock
+from exporter.drops import DropRecorder
 from exporter.engine import Engine
 from exporter.fleet import FLEET_PASSWORD_ENV, FLEET_PATH
 from exporter.fleet.server import FleetServer
@@ -25,7 +27,7 @@ from exporter.logs import setup_logging
 from exporter.model import Settings
 from exporter.planner import ReadPolicy
 from exporter.resolver import AddressBook
-from exporter.sessions.credentials import ConfigError, load_credentials
+from exporter.sessions.credentials import PASSWORD_ENV, ConfigError, load_credentials
 from exporter.sessions.fleet_client import FleetSessionSource
 from exporter.sessions.reader import SessionReader
 from exporter.sessions.source import SessionSource
@@ -85,6 +87,8 @@ class Exporter:
     engine: Engine
     # --fleet.serve: the server-side facts served to sidecars.
     fleet: FleetServer | None = None
+    # The drops of the last hour, fed by every collection (the status page shows them).
+    drops: DropRecorder | None = None
 
     def close(self) -> None:
         self.engine.close()
@@ -114,6 +118,13 @@ def build_exporter(
     settings = Settings(
         risk_headroom=config.risk_headroom, network_idle_timeout=config.network_idle_timeout
     )
+    drops = DropRecorder(clock=clock)
+
+    def collected() -> None:
+        if on_collected is not None:
+            on_collected()
+        drops.observe(engine.last_snapshot)
+
     engine = Engine(
         targets,
         sockets,
@@ -121,7 +132,7 @@ def build_exporter(
         addresses=AddressBook(clock=clock),
         top_sessions=config.sessions_top,
         clock=clock,
-        on_collected=on_collected,
+        on_collected=collected,
     )
     fleet = None
     if config.fleet_serve:
@@ -131,7 +142,16 @@ def build_exporter(
             interval=config.server_interval,
             fresh_interval=config.fleet_fresh_interval,
         )
-    return Exporter(engine, fleet)
+    return Exporter(engine, fleet, drops)
+
+
+def password_warning(config: Config, environ: Mapping[str, str]) -> str | None:
+    """The line to log at start when no password source is set: a login without a password
+    fails only at the first scrape, long after whoever started the exporter looked away."""
+    if config.fleet_url is not None or config.my_cnf is not None or environ.get(PASSWORD_ENV):
+        return None
+    return (f"no password set: {PASSWORD_ENV} is unset or empty and --config.my-cnf is not "
+            f"given, so the exporter logs in as {config.user or 'its user'} without a password")
 
 
 def _session_sources(config: Config, environ: Mapping[str, str]) -> list[SessionSource]:
@@ -187,7 +207,7 @@ def web_options(config: Config) -> WebOptions:
 async def serve(exporter: Exporter, options: WebOptions, host: str, port: int,
                 ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
     """Serve until `stop` is set (or SIGINT/SIGTERM when run from the command line)."""
-    app = build_app(exporter.engine, options, exporter.fleet)
+    app = build_app(exporter.engine, options, exporter.fleet, exporter.drops)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     stop = stop or asyncio.Event()
@@ -237,6 +257,9 @@ def run(argv: Sequence[str]) -> int:
         "mysql-idle-exporter %s watching %s", __version__,
         ", ".join(exporter.engine.target_names),
     )
+    warning = password_warning(config, os.environ)
+    if warning is not None:
+        log.warning(warning)
     tune_gc()
     try:
         asyncio.run(serve(exporter, options, config.listen_host, config.listen_port))
@@ -251,4 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from exporter.demo import run_demo
 
         return run_demo(args[1:])
+    if args[:1] == ["inspect"]:
+        from exporter.inspect import run_inspect
+
+        return run_inspect(args[1:])
     return run(args)

@@ -91,6 +91,10 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+# For subcommands' own flags (`inspect --interval`).
+parse_duration = _seconds
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -109,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
             "(wait_timeout, or a middlebox forgetting the flow) and finds dead sessions that are "
             "still held. Run it beside the application. The password comes from the "
             f"environment variable {PASSWORD_ENV} or from --config.my-cnf, never from flags. "
-            "Subcommand: 'mysql-idle-exporter demo' runs a self-contained demonstration."
+            "Subcommands: 'mysql-idle-exporter demo' runs a self-contained demonstration; "
+            "'mysql-idle-exporter inspect' prints the sockets and sessions once (see its --help)."
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -305,13 +310,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_config(argv: Sequence[str]) -> Config:
     """Parse and validate flags; every problem raises UsageError with a one-line message."""
+    return parse_config_args(argv, build_parser())[0]
+
+
+def parse_config_args(
+    argv: Sequence[str], parser: argparse.ArgumentParser
+) -> tuple[Config, argparse.Namespace]:
+    """As parse_config, with a parser that may know more flags (build_parser's plus a
+    subcommand's own, e.g. `inspect --json`); also returns every parsed value."""
     for arg in argv:
         if arg.split("=", 1)[0] in ("--mysql.password", "--password", "-p"):
             raise UsageError(
                 f"passwords are not accepted on the command line: set {PASSWORD_ENV} "
                 "or use --config.my-cnf"
             )
-    args = build_parser().parse_args(list(argv))
+    args = parser.parse_args(list(argv))
     targets = []
     seen: dict[str, str] = {}
     for address in args.addresses or [DEFAULT_TARGET]:
@@ -357,7 +370,7 @@ def parse_config(argv: Sequence[str]) -> Config:
             f"--web.scrape-timeout ({args.scrape_timeout:g}s): a sidecar's request for a fresh "
             "read waits up to the interval for it"
         )
-    return Config(
+    config = Config(
         targets=tuple(targets),
         user=args.user,
         my_cnf=args.my_cnf,
@@ -384,6 +397,7 @@ def parse_config(argv: Sequence[str]) -> Config:
         fleet_user=args.fleet_user,
         fleet_fresh_interval=args.fleet_fresh_interval,
     )
+    return config, args
 
 
 def fail(message: str) -> NoReturn:

@@ -1,13 +1,15 @@
 """The demo's application: three connections, one of which idles into wait_timeout.
 
 Run by `mysql-idle-exporter demo` as its own process, so the exporter sees a second
-process owning sockets, just as it would beside a real application.
+process owning sockets, just as it would beside a real application. It tells the demo
+which local port is which connection, and when it finds the idle one dead, on stdout.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import sys
 import threading
 import time
@@ -15,14 +17,14 @@ from typing import Any
 
 import pymysql
 
+PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 
 
-def _name_process(name: str) -> None:
-    # The exporter labels sockets with the owner's process name (comm).
+def _prctl(option: int, value: int | bytes) -> None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+        libc.prctl(option, value, 0, 0, 0)
     except (OSError, AttributeError):
         pass
 
@@ -39,39 +41,51 @@ def _connect(host: str, port: int) -> pymysql.connections.Connection[Any]:
     )
 
 
+def _port(connection: pymysql.connections.Connection[Any]) -> int:
+    return int(connection._sock.getsockname()[1])  # type: ignore[attr-defined]
+
+
 def main(argv: list[str]) -> int:
     host, port, wait_timeout = argv[0], int(argv[1]), int(argv[2])
-    _name_process("demo-worker")
-    idle = _connect(host, port)  # the daily job's connection: used once, then forgotten
-    with idle.cursor() as cursor:
+    # Ctrl-C reaches the whole foreground group: end quietly, the demo cleans up. And end
+    # with the demo, however it ends.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:
+        return 0  # the demo is already gone
+    # The exporter labels sockets with the owner's process name (comm).
+    _prctl(PR_SET_NAME, b"demo-worker")
+    daily = _connect(host, port)  # the daily job's connection: used once, then forgotten
+    with daily.cursor() as cursor:
         cursor.execute("SELECT 1")
-    busy = _connect(host, port)  # a long report: running, never idle
+    report = _connect(host, port)  # a long report: running, never idle
 
-    def report() -> None:
+    def run_report() -> None:
         try:
-            with busy.cursor() as cursor:
+            with report.cursor() as cursor:
                 cursor.execute("SELECT SLEEP(%s)", (wait_timeout * 100,))
         except pymysql.err.Error:
             pass
 
-    threading.Thread(target=report, daemon=True).start()
-    healthy = _connect(host, port)  # a pool that pings well inside the timeout
+    threading.Thread(target=run_report, daemon=True).start()
+    pool = _connect(host, port)  # a pool that pings well inside the timeout
+    print(f"connections daily={_port(daily)} report={_port(report)} pool={_port(pool)}",
+          flush=True)
     started = time.monotonic()
     tried = False
     while True:
         time.sleep(wait_timeout / 4)
-        with healthy.cursor() as cursor:
+        with pool.cursor() as cursor:
             cursor.execute("SELECT 1")
         if not tried and time.monotonic() - started > wait_timeout + 10:
             tried = True
             try:
-                with idle.cursor() as cursor:
+                with daily.cursor() as cursor:
                     cursor.execute("SELECT 1")
-                print("worker: the idle connection still works?!", flush=True)
+                print("noticed the idle connection still works?!", flush=True)
             except pymysql.err.OperationalError as error:
                 # Until this query the dead connection was held; the exporter saw it first.
-                print(f"worker: the idle connection is dead: {error}", flush=True)
-    return 0
+                print(f"noticed the idle connection is dead: {error}", flush=True)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from exporter.throwaway.server import ServerUnavailable, ThrowawayServer, as_roo
 
 NOT_INSTALLED = (
     "MariaDB is not installed (mariadbd, mariadb-install-db): "
-    "run 'sudo apt-get install mariadb-server'"
+    "run 'apt-get install mariadb-server' as root"
 )
 
 

@@ -1,10 +1,10 @@
-"""The HTTP side: /metrics, /probe, /healthz and a landing page, served by aiohttp."""
+"""The HTTP side: /metrics, /probe, /healthz and the status page (exporter/web/status.py),
+served by aiohttp."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import html
 import logging
 import math
 import ssl
@@ -21,11 +21,11 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from exporter import __version__
 from exporter.addresses import AddressError, normalise_ip, target_address
 from exporter.collector import SnapshotCollector
 from exporter.config import MAX_SCRAPE_TIMEOUT_SECONDS
 from exporter.deadline import Deadline
+from exporter.drops import DropRecorder
 from exporter.engine import Engine
 from exporter.fleet import FLEET_PATH
 from exporter.fleet.server import FleetServer
@@ -36,6 +36,7 @@ from exporter.web.compression import gzip_middleware
 from exporter.web.config import WebConfig
 from exporter.web.listener import ListenLimits, track_requests
 from exporter.web.reload import WebConfigCollector, WebConfigWatcher
+from exporter.web.status import StatusContext, add_status_routes
 
 log = logging.getLogger(__name__)
 
@@ -184,44 +185,6 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
-async def _landing(request: web.Request) -> web.Response:
-    engine = request.app[ENGINE_KEY]
-    options = request.app[OPTIONS_KEY]
-    path = html.escape(options.telemetry_path)
-    rows = []
-    last = engine.last_snapshot
-    states = {t.target: t for t in last.targets} if last is not None else {}
-    for name in engine.target_names:
-        snap = states.get(name)
-        if snap is None:
-            status = "not collected yet"
-        elif snap.server is not None and snap.server.ok:
-            status = f"up, {len(snap.items)} sockets"
-        else:
-            reason = snap.server.error if snap.server is not None else "no read yet"
-            status = f"down: {reason}"
-        quoted = html.escape(name)
-        rows.append(
-            f"<tr><td>{quoted}</td><td>{html.escape(status)}</td>"
-            f'<td><a href="probe?target={quoted}">probe</a></td></tr>'
-        )
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>mysql-idle-exporter</title></head>
-<body>
-<h1>mysql-idle-exporter {html.escape(__version__)}</h1>
-<p>Warns before MySQL/MariaDB drops an idle client session, and finds dead sessions still held.</p>
-<ul>
-<li><a href="{path.lstrip('/')}">{path}</a>: metrics for every target</li>
-<li><a href="healthz">/healthz</a>: liveness</li>
-</ul>
-<table border="1" cellpadding="4"><tr><th>target</th><th>last collection</th><th></th></tr>
-{''.join(rows)}
-</table>
-</body></html>
-"""
-    return web.Response(text=page, content_type="text/html")
-
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -269,9 +232,12 @@ def _credentials(header: str) -> tuple[str | None, str]:
 
 
 def build_app(
-    engine: Engine, options: WebOptions, fleet: FleetServer | None = None
+    engine: Engine, options: WebOptions, fleet: FleetServer | None = None,
+    drops: DropRecorder | None = None,
 ) -> web.Application:
-    """The exporter's HTTP side; with ``fleet`` (--fleet.serve) it also serves sidecars."""
+    """The exporter's HTTP side; with ``fleet`` (--fleet.serve) it also serves sidecars.
+    ``drops``: the drop history the engine feeds (exporter.cli); else the status page
+    keeps its own from the collections it asks for."""
     checker = PasswordChecker()
     app = web.Application(
         middlewares=[
@@ -294,6 +260,7 @@ def build_app(
     if fleet is not None:
         app[FLEET_KEY] = fleet
         app.router.add_get(FLEET_PATH, _fleet_sessions)
-    if options.telemetry_path != "/":
-        app.router.add_get("/", _landing)
+    status = StatusContext(engine, drops or DropRecorder(engine.clock),
+                           options.default_timeout, options.telemetry_path)
+    add_status_routes(app, status, page=options.telemetry_path != "/")
     return app

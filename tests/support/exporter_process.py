@@ -114,15 +114,24 @@ class ExporterProcess:
 
 
 class Worker:
-    """tests/support/worker.py in a subprocess, named `name`."""
+    """tests/support/worker.py in a subprocess, named `name`.
+
+    The kernel keeps 15 bytes of a process's name (comm); psutil, and so the exporter,
+    completes a cut name from the first word of the command line. A longer name is
+    therefore also given as the process's argv[0] (its interpreter then finds the
+    packages through PYTHONPATH, since it cannot tell its virtualenv from that name)."""
 
     def __init__(self, name: str, host: str, port: int, user: str, password: str,
                  connections: int = 1) -> None:
+        env = {**os.environ, "WORKER_PASSWORD": password}
+        argv0, extra = sys.executable, {}
+        if len(name.encode()) > 15:
+            argv0, extra = name, {"executable": sys.executable}
+            env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         self.process = self._spawn(
-            [sys.executable, "-m", "tests.support.worker", name, host, str(port), user,
+            [argv0, "-m", "tests.support.worker", name, host, str(port), user,
              str(connections)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            env={**os.environ, "WORKER_PASSWORD": password},
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, **extra,
         )
         ready = self._line()
         assert ready.startswith("ready"), ready
