@@ -59,10 +59,14 @@ class Socket(NamedTuple):
     # True when the kernel's keepalive timer is armed for this socket.
     keepalive: bool = False
     pid: int | None = None
+    # The application the owner runs: an interpreter's script, module, jar or main class,
+    # else the process name (exporter.sockets.appname). The `process` label.
     process: str = "unknown"
     # True when the socket has left the kernel's TCP tables while its owner still holds
     # the file descriptor (the server reset the connection).
     gone: bool = False
+    # The owner's plain process name (comm, completed past 15 characters), e.g. python3.
+    comm: str = "unknown"
 
 
 class SessionCommand(enum.Enum):

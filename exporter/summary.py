@@ -42,6 +42,8 @@ class ProcessTotals:
     server_idle: tuple[float, ...]
     # Client-side silence of every socket that has it.
     client_idle: tuple[float, ...]
+    # The plain process names (comm) of its owners, sorted: usually one, e.g. python3.
+    comms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,7 @@ def summarise(target: TargetSnapshot, top: int) -> TargetSummary:
     smallest: dict[str, float] = {}
     server_idle: dict[str, list[float]] = {}
     client_idle: dict[str, list[float]] = {}
+    comms: dict[str, set[str]] = {}
     with_headroom: list[Classified] = []
     idle_states = (State.IDLE, State.AT_RISK)
     width = len(ALL_STATES)
@@ -74,7 +77,9 @@ def summarise(target: TargetSnapshot, top: int) -> TargetSummary:
                 keepalive[process] = 0
                 server_idle[process] = []
                 client_idle[process] = []
+                comms[process] = set()
         states[process][_STATE_INDEX[item.state]] += 1
+        comms[process].add(sock.comm)
         if sock.keepalive:
             keepalive[process] += 1
         if sock.idle_seconds is not None:
@@ -99,6 +104,7 @@ def summarise(target: TargetSnapshot, top: int) -> TargetSummary:
                 min_headroom=smallest.get(process),
                 server_idle=tuple(server_idle[process]),
                 client_idle=tuple(client_idle[process]),
+                comms=tuple(sorted({utf8_label(comm) for comm in comms[process]})),
             )
             for process in sorted(states)
         },
