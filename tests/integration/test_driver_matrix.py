@@ -23,8 +23,6 @@ import pytest
 from tests.support.drivers import matrix
 from tests.support.mariadb import ThrowawayMariaDB
 
-FLAVORS = ["mariadb"]
-
 
 @pytest.fixture
 def start_server() -> Iterator[matrix.ServerStarter]:
@@ -44,7 +42,7 @@ def start_server() -> Iterator[matrix.ServerStarter]:
 
 
 @pytest.mark.mariadb
-@pytest.mark.parametrize("flavor", FLAVORS)
+@pytest.mark.parametrize("flavor", matrix.FLAVORS)
 def test_driver_matrix(flavor: str, start_server: matrix.ServerStarter) -> None:
     runs = matrix.measure(start_server)
     for run in runs:

@@ -24,6 +24,8 @@ import pytest
 from tests.support.drivers import programs
 from tests.support.exporter_process import ExporterProcess, Metrics
 
+# The server flavors the matrix runs on, each with its own table in the README.
+FLAVORS = ("mariadb",)
 WAIT_TIMEOUT = 8  # seconds; the servers' wait_timeout (and interactive_timeout)
 HEADROOM = 4  # --risk.headroom: at_risk from 4 s of idleness on
 SCRAPE_EVERY = 0.25  # seconds between scrapes
