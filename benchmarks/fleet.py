@@ -699,7 +699,7 @@ def watch_for(pattern: str, stop: threading.Event) -> None:
 
 
 def run_sim(args: argparse.Namespace) -> dict[str, Any]:
-    from tests.support.netns import NetnsStar, StarMariaDB, join_namespace
+    from tests.support.netns import NetnsStar, join_namespace, server_in_namespace
 
     if (os.cpu_count() or 1) < 2:
         raise SystemExit("needs two CPUs (the server on CPU 0, the rest on CPU 1)")
@@ -725,8 +725,8 @@ def run_sim(args: argparse.Namespace) -> dict[str, Any]:
         star = stack.enter_context(NetnsStar(watchers_count + 1))
         noise = star.legs[watchers_count]
         watchers = [Watcher(leg.index, leg.client_ns) for leg in star.legs[:watchers_count]]
-        db = StarMariaDB(star, server_args(args.server_sessions + 12 * watchers_count + 500, ps,
-                                           nofile))
+        sessions = args.server_sessions + 12 * watchers_count + 500
+        db = server_in_namespace(ThrowawayMariaDB, star, server_args(sessions, ps, nofile))
         db.command_prefix += ["taskset", "-c", args.server_cpus]
         target = f"{star.db_addr}:{db.port}"
         exporter_port, fleet_port, sidecar_port = 9864, 9865, 9866

@@ -2,10 +2,12 @@
 100, 1,000 and 10,000 idle sessions held by this machine's processes.
 
     .venv/bin/python -m benchmarks.scale --sessions 100,1000,10000 --rounds 7
+    .venv/bin/python -m benchmarks.scale --server mysql --performance-schema on ...
 
 See benchmarks/README.md for what is measured and how. Everything runs on loopback
-against a throwaway MariaDB this script starts and stops; every process it starts is
-stopped on exit, on failure and on Ctrl-C.
+against a throwaway server this script starts and stops (MariaDB 10.11 by default, or
+MySQL 9.7 from the prefix scripts/setup fetches); every process it starts is stopped on
+exit, on failure and on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import psutil
 
 from benchmarks.holder import raise_nofile
 from benchmarks.profile_summary import summarise
-from exporter.throwaway import ThrowawayMariaDB, free_port
+from exporter.throwaway import FLAVORS, ThrowawayServer, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -276,11 +278,14 @@ def rss(pid: int) -> tuple[float, float]:
 # --- the server ---------------------------------------------------------------------------
 
 
-def server_args(max_sessions: int, nofile: int, performance_schema: bool) -> list[str]:
+def server_args(max_sessions: int, nofile: int, performance_schema: bool,
+                flavor: str = "mariadb") -> list[str]:
     connections = max_sessions + 200
+    # MySQL's community server has no thread pool: one thread per connection.
+    threads = ["--thread-handling=pool-of-threads"] if flavor == "mariadb" else []
     return [
         f"--max-connections={connections}",
-        "--thread-handling=pool-of-threads",
+        *threads,
         f"--open-files-limit={nofile}",
         "--table-open-cache=64",
         "--table-definition-cache=400",
@@ -314,7 +319,7 @@ shutil.rmtree(workdir, ignore_errors=True)
 """
 
 
-def start_reaper(db: ThrowawayMariaDB) -> subprocess.Popen[bytes]:
+def start_reaper(db: ThrowawayServer) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-c", _REAPER, str(db.pid), str(db.workdir)],
         stdin=subprocess.PIPE, start_new_session=True,
@@ -324,7 +329,7 @@ def start_reaper(db: ThrowawayMariaDB) -> subprocess.Popen[bytes]:
 class Status:
     """Server counters read from a separate connection, less what the reading costs."""
 
-    def __init__(self, db: ThrowawayMariaDB) -> None:
+    def __init__(self, db: ThrowawayServer) -> None:
         self.conn = db.connect()
         first, second = self.read(), self.read()
         self.own = {k: second[k] - first[k] for k in first}
@@ -534,7 +539,7 @@ class Bench:
         self.ps = performance_schema
         self.procs = Procs()
         self.logdir = Path(tempfile.mkdtemp(prefix="mysql-idle-bench-"))
-        self.db: ThrowawayMariaDB | None = None
+        self.db: ThrowawayServer | None = None
         self.status: Status | None = None
         self.reaper: subprocess.Popen[bytes] | None = None
         self.idle: list[Holder] = []
@@ -545,9 +550,10 @@ class Bench:
 
     # setup
 
-    def start_server(self, nofile: int) -> ThrowawayMariaDB:
+    def start_server(self, nofile: int) -> ThrowawayServer:
         biggest = max(self.args.sessions)
-        db = ThrowawayMariaDB(server_args(biggest + self.args.busy, nofile, self.ps))
+        db = FLAVORS[self.args.server](
+            server_args(biggest + self.args.busy, nofile, self.ps, self.args.server))
         self.db = db
         started = time.perf_counter()
         db.start()
@@ -567,7 +573,7 @@ class Bench:
                 f"the server allows only {max_conn} connections (open_files_limit "
                 f"{open_files}): raise RLIMIT_NOFILE"
             )
-        self.info.update(mariadb_version=version, max_connections=max_conn,
+        self.info.update(server=db.product, server_version=version, max_connections=max_conn,
                          open_files_limit=open_files, performance_schema=bool(ps))
         self.my_cnf = self.logdir / "exporter.cnf"
         self.my_cnf.write_text(
@@ -774,7 +780,8 @@ class Bench:
     def run(self) -> dict[str, Any]:
         nofile = raise_nofile()
         self.info["rlimit_nofile"] = nofile
-        log(f"performance_schema {'ON' if self.ps else 'OFF'}: starting MariaDB "
+        log(f"performance_schema {'ON' if self.ps else 'OFF'}: starting "
+            f"{FLAVORS[self.args.server].product} "
             f"(logs in {self.logdir})")
         self.start_server(nofile)
         self.start_holders()
@@ -825,6 +832,13 @@ def machine() -> dict[str, Any]:
     }
 
 
+def server_name(server: dict[str, Any]) -> str:
+    """"MariaDB 10.11.x" or "MySQL 9.7.x" (results before --server said only MariaDB's)."""
+    if "server_version" in server:
+        return f"{server['server']} {server['server_version']}"
+    return f"MariaDB {server['mariadb_version']}"
+
+
 def fmt(value: Any) -> str:
     if value is None:
         return "-"
@@ -839,7 +853,7 @@ def table(result: dict[str, Any]) -> str:
         ps = "ON" if run["server"]["performance_schema"] else "OFF"
         source = run["levels"][0].get("exporter_source") if run["levels"] else None
         lines.append(f"\nperformance_schema={ps} (exporter source: {source}), "
-                     f"MariaDB {run['server']['mariadb_version']}, "
+                     f"{server_name(run['server'])}, "
                      f"{result['args']['unrelated']} unrelated loopback connections, "
                      f"{result['args']['busy']} busy sessions, medians of "
                      f"{result['args']['rounds']} alternating rounds (ms); load average "
@@ -916,6 +930,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="loopback connections to another port (2 sockets each)")
     parser.add_argument("--connect-threads", type=int, default=32,
                         help="threads per holder opening sessions")
+    parser.add_argument("--server", choices=tuple(FLAVORS), default="mariadb",
+                        help="the throwaway server: mariadb (Debian's 10.11) or mysql (9.7 "
+                        "from Debian sid, fetched by scripts/setup)")
     parser.add_argument("--performance-schema", choices=("off", "on", "both"), default="off")
     parser.add_argument("--concurrent", type=int, default=50)
     parser.add_argument("--rss-scrapes", type=int, default=1000,

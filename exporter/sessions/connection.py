@@ -4,15 +4,18 @@ The exporter's connection must not suffer the bug it watches: it raises its own 
 ``wait_timeout`` at connect, and when the connection is lost anyway (its timeout, a
 ``KILL``, a server restart) ``query`` reconnects once and retries within the same call.
 
-Every statement gets an I/O timeout derived from the caller's deadline. TLS is off unless
-the credentials ask for it (PyMySQL would otherwise try TLS on every connect). Error
-messages are short, one line, and never contain the password.
+Every statement gets an I/O timeout derived from the caller's deadline. TLS follows the
+credentials; when they say nothing it is PREFERRED, as with the MySQL client: TLS when the
+server offers it (MySQL 8+ does out of the box, and its caching_sha2_password needs a secure
+channel for a full login unless the `cryptography` package is installed), plain otherwise.
+Error messages are short, one line, and never contain the password.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import socket
 import ssl
@@ -55,6 +58,13 @@ CLEARTEXT_AUTH_PLUGINS = frozenset({b"mysql_clear_password", b"dialog"})
 PROCESS_DENIED_CODES = frozenset({1227})
 
 _PROBE_SQL = "SELECT VERSION(), CONNECTION_ID(), " + sources.PROBE_COLUMNS_SQL
+# PyMySQL's RuntimeError when caching_sha2_password (or sha256_password) needs the RSA
+# exchange: no TLS, and no `cryptography` package.
+_NEEDS_RSA = "'cryptography' package is required"
+NEEDS_TLS_OR_RSA = (
+    "caching_sha2_password needs TLS (the server offers none, or ssl-mode=DISABLED) or the "
+    "RSA exchange of pip install 'mysql-idle-exporter[rsa]'"
+)
 _MAX_MESSAGE = 200
 _MIN_RETRY_SECONDS = 0.01
 
@@ -118,6 +128,16 @@ class _Connection(_BaseConnection):
     _write_timeout: float | None
     _current_timeout: float | None
     _sock: socket.socket | None
+    # Whether TLS was asked for (ssl-mode REQUIRED or stricter), so that a password may go
+    # in clear text inside it; set before connect().
+    cleartext_allowed = False
+
+    def _create_ssl_ctx(self, sslp: Any) -> ssl.SSLContext:
+        # PyMySQL's PREFERRED mode asks for a context without options on every connect and
+        # builds one that loads the system's CA store (about 18 ms) to verify nothing.
+        if isinstance(sslp, dict) and not sslp:
+            return _preferred_context()
+        return super()._create_ssl_ctx(sslp)  # type: ignore[no-any-return,misc]
 
     def set_io_timeout(self, seconds: float) -> None:
         self._read_timeout = seconds
@@ -144,12 +164,15 @@ class _Connection(_BaseConnection):
     def _process_auth(self, plugin_name: bytes, auth_packet: Any, *rest: Any) -> Any:
         # PyMySQL answers these with the password itself to whoever asks, e.g. anybody
         # answering on the server's address. Like libmysqlclient without
-        # --enable-cleartext-plugin, refuse unless TLS protects the connection.
-        if plugin_name in CLEARTEXT_AUTH_PLUGINS and not getattr(self, "_secure", False):
+        # --enable-cleartext-plugin, refuse unless TLS that was asked for protects the
+        # connection: the TLS that PREFERRED finds is unverified, and anybody can offer it.
+        secure = bool(getattr(self, "_secure", False))
+        if plugin_name in CLEARTEXT_AUTH_PLUGINS and not (secure and self.cleartext_allowed):
             raise pymysql.err.OperationalError(
                 2059,
                 f"refusing to send the password in clear text ({plugin_name.decode()!s}) "
-                "over a connection without TLS",
+                + ("over TLS that was not asked for (set ssl-mode)" if secure
+                   else "over a connection without TLS"),
             )
         return super()._process_auth(plugin_name, auth_packet, *rest)  # type: ignore[misc]
 
@@ -301,8 +324,12 @@ class ServerConnection:
 
     def _login(self, deadline: float) -> _Connection:
         remaining = self._remaining(deadline, "connecting")
+        ssl_options = self._credentials.ssl
         try:
-            conn = _Connection(**self._connect_kwargs(remaining))
+            conn = _Connection(**self._connect_kwargs(remaining), defer_connect=True)
+            conn.cleartext_allowed = (
+                ssl_options is not None and ssl_options.mode is not SslMode.PREFERRED)
+            conn.connect()
         except pymysql.err.MySQLError as exc:
             code = _code(exc)
             if _timed_out(exc):
@@ -311,8 +338,10 @@ class ServerConnection:
                 ) from None
             label = "access denied" if code in ACCESS_DENIED_CODES else "cannot connect"
             raise ConnectFailed(f"{label}: {self._describe(exc)}", code=code) from None
-        except (OSError, ssl.SSLError, ValueError, RuntimeError) as exc:
-            # RuntimeError: e.g. caching_sha2_password without TLS needs "cryptography".
+        except RuntimeError as exc:
+            why = NEEDS_TLS_OR_RSA if _NEEDS_RSA in str(exc) else self._describe(exc)
+            raise ConnectFailed(f"cannot connect: {why}") from None
+        except (OSError, ssl.SSLError, ValueError) as exc:
             raise ConnectFailed(f"cannot connect: {self._describe(exc)}") from None
         # SET NAMES, and the SET SESSION init command.
         self.queries_sent += 2
@@ -382,6 +411,15 @@ class ServerConnection:
 
     def _describe(self, exc: BaseException) -> str:
         return describe_error(exc, secret=self._credentials.password)
+
+
+@functools.cache
+def _preferred_context() -> ssl.SSLContext:
+    """The one context of PREFERRED mode: encrypts, verifies nothing (as PyMySQL's own)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def ssl_kwargs(options: SslOptions | None) -> dict[str, Any]:

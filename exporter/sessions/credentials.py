@@ -61,13 +61,20 @@ class SslOptions:
             raise ValueError(f"ssl-mode {self.mode.value} needs ssl-ca or ssl-capath")
 
 
+# What the MySQL client does when nothing is said: TLS when the server offers it, plain
+# otherwise. MySQL 8+ offers it out of the box, and its default caching_sha2_password
+# needs a secure channel (or the RSA exchange of the [rsa] extra) for a full login.
+PREFERRED = SslOptions(mode=SslMode.PREFERRED)
+
+
 @dataclass(frozen=True, slots=True, repr=False)
 class Credentials:
-    """Who the exporter logs in as. ``repr``/``str`` show whether a password is set, never it."""
+    """Who the exporter logs in as. ``repr``/``str`` show whether a password is set, never it.
+    ``ssl=None`` means TLS off; the default is ``PREFERRED``."""
 
     user: str
     password: str = field(default="", repr=False)
-    ssl: SslOptions | None = None
+    ssl: SslOptions | None = PREFERRED
     # Informational, from my.cnf; the target address itself comes from --mysql.address.
     host: str | None = None
     port: int | None = None
@@ -299,7 +306,7 @@ def _ssl_options(options: Mapping[str, str | None], origin: str) -> SslOptions |
         elif cert or ssl_flag:
             mode = SslMode.REQUIRED
         else:
-            mode = SslMode.DISABLED
+            mode = SslMode.PREFERRED
     if mode is SslMode.DISABLED:
         return None
     try:

@@ -1,7 +1,8 @@
 """End to end with a real Prometheus: it scrapes the real exporter, which watches a
-throwaway MariaDB, evaluates the project's rules (a copy with 1 s intervals and no `for:`),
-and its HTTP API must show the about-to-be-dropped alert fire before the drop and the
-dead-session alert after it. Then every dashboard query must return data."""
+throwaway server (MariaDB 10.11, then MySQL 9.7), evaluates the project's rules (a copy
+with 1 s intervals and no `for:`), and its HTTP API must show the about-to-be-dropped alert
+fire before the drop and the dead-session alert after it. Then every dashboard query must
+return data."""
 
 from __future__ import annotations
 
@@ -114,9 +115,9 @@ def workdir() -> Iterator[Path]:
 
 
 @pytest.mark.prometheus
-def test_alerts_fire_in_order_and_every_dashboard_query_returns_data(mariadb_factory,
+def test_alerts_fire_in_order_and_every_dashboard_query_returns_data(db_server_factory,
                                                                        workdir: Path) -> None:
-    db = mariadb_factory(f"--wait-timeout={WAIT_TIMEOUT}")
+    db = db_server_factory(f"--wait-timeout={WAIT_TIMEOUT}")
     app_password = "app-pw-e2e"
     db.create_user("app", grants=("USAGE",), password=app_password)
     worker = Worker("e2e-worker", db.host, db.port, "app", app_password, connections=2)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from exporter.throwaway import ThrowawayMariaDB
+from exporter.throwaway import ThrowawayServer
 from tests.support.exporter_process import ExporterProcess, Metrics
 
 PASSWORD_ENV = "MYSQL_IDLE_EXPORTER_PASSWORD"
@@ -47,13 +47,13 @@ def wait_for(exporter: ExporterProcess, predicate: Callable[[Metrics], bool], wh
         time.sleep(interval)
 
 
-def session_ids(db: ThrowawayMariaDB, user: str, host_like: str = "%") -> list[int]:
+def session_ids(db: ThrowawayServer, user: str, host_like: str = "%") -> list[int]:
     rows = db.execute("SELECT ID FROM information_schema.PROCESSLIST "
                       f"WHERE USER = '{user}' AND HOST LIKE '{host_like}'")
     return [int(row[0]) for row in rows]
 
 
-def kill_sessions(db: ThrowawayMariaDB, user: str, host_like: str = "%") -> int:
+def kill_sessions(db: ThrowawayServer, user: str, host_like: str = "%") -> int:
     """KILL the sessions of `user` whose client (HOST) is like `host_like`; returns how
     many there were."""
     ids = session_ids(db, user, host_like)
@@ -62,7 +62,7 @@ def kill_sessions(db: ThrowawayMariaDB, user: str, host_like: str = "%") -> int:
     return len(ids)
 
 
-def create_users(db: ThrowawayMariaDB, password: str) -> None:
+def create_users(db: ThrowawayServer, password: str) -> None:
     """'exporter' with PROCESS and 'app' without, from anywhere."""
     db.execute(
         f"CREATE USER 'exporter'@'%' IDENTIFIED BY '{password}'",

@@ -1,5 +1,6 @@
-"""Fixtures for the fault tests: a MariaDB in its own network namespace, behind a veth
-pair that nftables can turn into a misbehaving middlebox."""
+"""Fixtures for the fault tests: a server (MariaDB, then MySQL: ``db_flavor``) in its own
+network namespace, behind a veth pair that nftables can turn into a misbehaving
+middlebox."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from exporter.throwaway import MariaDBUnavailable
 from tests.faults.common import create_users
-from tests.support.netns import NamespacedMariaDB, NetnsPair
+from tests.support.netns import NetnsPair, server_in_namespace
+from tests.support.servers import TestServer, server_class
 
 NETNS_WAIT_TIMEOUT = 60
 
@@ -19,7 +20,7 @@ NETNS_WAIT_TIMEOUT = 60
 @dataclass
 class NetnsServer:
     pair: NetnsPair
-    db: NamespacedMariaDB
+    db: TestServer
     password: str
 
     @property
@@ -28,21 +29,20 @@ class NetnsServer:
 
 
 @pytest.fixture(scope="session")
-def netns_server() -> Iterator[NetnsServer]:
-    """One server namespace with MariaDB on its veth address and one client namespace,
-    shared by the netns tests; each test lifts its own nftables rules when it ends."""
+def netns_server(db_flavor: str) -> Iterator[NetnsServer]:
+    """One server namespace with a server of the test's flavor on its veth address and one
+    client namespace, shared by the netns tests; each test lifts its own nftables rules
+    when it ends."""
     with NetnsPair() as pair:
-        db = NamespacedMariaDB(pair, [f"--wait-timeout={NETNS_WAIT_TIMEOUT}"])
+        db = server_in_namespace(server_class(db_flavor), pair,
+                                 [f"--wait-timeout={NETNS_WAIT_TIMEOUT}"])
         try:
-            try:
-                db.start()
-            except MariaDBUnavailable as error:
-                pytest.fail(f"cannot start MariaDB in namespace {pair.server_ns}: {error}")
+            db.start()  # fails the test, with the reason, if it cannot
             password = secrets.token_hex(8)
             create_users(db, password)
             yield NetnsServer(pair, db, password)
         finally:
-            db.destroy()
+            db.cleanup()
 
 
 @pytest.fixture

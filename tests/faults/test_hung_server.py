@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from exporter.throwaway import MariaDBUnavailable, ThrowawayMariaDB
 from tests.faults.common import (
     PASSWORD_ENV,
     SCRAPE_TIMEOUT_HEADER,
@@ -23,6 +22,7 @@ from tests.faults.common import (
 from tests.faults.conftest import NetnsServer
 from tests.support.exporter_process import ExporterProcess, Worker
 from tests.support.netns import NsExporterProcess, NsWorker
+from tests.support.servers import TestServer, start_server
 
 SCRAPE_TIMEOUT = 2.0
 HEADERS = {SCRAPE_TIMEOUT_HEADER: str(SCRAPE_TIMEOUT)}
@@ -30,18 +30,14 @@ HUNG_SCRAPES = 4
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[tuple[ThrowawayMariaDB, str]]:
-    db = ThrowawayMariaDB(["--wait-timeout=60"])
+def server(db_flavor: str) -> Iterator[tuple[TestServer, str]]:
+    db = start_server(db_flavor, ["--wait-timeout=60"])
     try:
-        try:
-            db.start()
-        except MariaDBUnavailable as error:
-            pytest.fail(f"cannot start a throwaway MariaDB: {error}")
         password = secrets.token_hex(8)
         create_users(db, password)
         yield db, password
     finally:
-        db.destroy()
+        db.cleanup()
 
 
 def exporter_args(target: str) -> list[str]:
@@ -77,7 +73,6 @@ def check_hung_then_back(exporter: ExporterProcess, target: str, process: str,
              headers=HEADERS)
 
 
-@pytest.mark.mariadb
 def test_a_frozen_server_answers_every_scrape_in_time_and_comes_back(server) -> None:
     db, password = server
     target = f"127.0.0.1:{db.port}"
@@ -92,7 +87,6 @@ def test_a_frozen_server_answers_every_scrape_in_time_and_comes_back(server) -> 
 
 
 @pytest.mark.netns
-@pytest.mark.mariadb
 def test_a_path_that_drops_everything_answers_every_scrape_in_time(netns: NetnsServer) -> None:
     pair, db = netns.pair, netns.db
     worker = NsWorker(pair, "blackhole-app", db.host, db.port, "app", netns.password)

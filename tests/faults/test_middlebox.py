@@ -29,7 +29,7 @@ from tests.faults.conftest import NetnsServer
 from tests.support.exporter_process import Metrics
 from tests.support.netns import NsExporterProcess, NsWorker
 
-pytestmark = [pytest.mark.netns, pytest.mark.mariadb]
+pytestmark = pytest.mark.netns
 
 HEADROOM = 5
 PROXY_PORT = 6033

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter.throwaway import MariaDBUnavailable, ThrowawayMariaDB, free_port
+from exporter.throwaway import free_port
 from tests.faults.common import (
     PASSWORD_ENV,
     create_users,
@@ -20,21 +20,15 @@ from tests.faults.common import (
     summary,
     wait_for,
 )
+from tests.support import servers
 from tests.support.exporter_process import ExporterProcess, Metrics, Worker
-
-pytestmark = pytest.mark.mariadb
+from tests.support.servers import TestServer
 
 WAIT_TIMEOUT = 60
 
 
-def start_server(*extra: str, port: int | None = None) -> ThrowawayMariaDB:
-    db = ThrowawayMariaDB([f"--wait-timeout={WAIT_TIMEOUT}", *extra], port=port)
-    try:
-        db.start()
-    except MariaDBUnavailable as error:
-        db.destroy()
-        pytest.fail(f"cannot start a throwaway MariaDB: {error}")
-    return db
+def start_server(flavor: str, *extra: str, port: int | None = None) -> TestServer:
+    return servers.start_server(flavor, [f"--wait-timeout={WAIT_TIMEOUT}", *extra], port=port)
 
 
 def start_exporter(port: int, password: str, user: str = "exporter") -> ExporterProcess:
@@ -50,29 +44,29 @@ def alive(exporter: ExporterProcess) -> bool:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[tuple[ThrowawayMariaDB, str]]:
-    db = start_server()
+def server(db_flavor: str) -> Iterator[tuple[TestServer, str]]:
+    db = start_server(db_flavor)
     try:
         password = secrets.token_hex(8)
         create_users(db, password)
         yield db, password
     finally:
-        db.destroy()
+        db.cleanup()
 
 
-def test_a_target_down_at_start_comes_up_when_the_server_does() -> None:
+def test_a_target_down_at_start_comes_up_when_the_server_does(db_flavor: str) -> None:
     port = free_port()
     password = secrets.token_hex(8)
     target = f"127.0.0.1:{port}"
     exporter = start_exporter(port, password)
-    db: ThrowawayMariaDB | None = None
+    db: TestServer | None = None
     worker: Worker | None = None
     try:
         for _ in range(3):
             metrics = exporter.scrape()
             assert metrics.get("mysql_idle_up", target=target) == 0, summary(metrics)
             time.sleep(0.3)
-        db = start_server(port=port)
+        db = start_server(db_flavor, port=port)
         create_users(db, password)
         worker = Worker("late-app", "127.0.0.1", port, "app", password)
         wait_for(exporter, lambda m: m.get("mysql_idle_up", target=target) == 1
@@ -84,11 +78,11 @@ def test_a_target_down_at_start_comes_up_when_the_server_does() -> None:
             worker.close()
         exporter.stop()
         if db is not None:
-            db.destroy()
+            db.cleanup()
 
 
-def test_a_target_that_goes_away_and_comes_back_on_the_same_port() -> None:
-    db = start_server()
+def test_a_target_that_goes_away_and_comes_back_on_the_same_port(db_flavor: str) -> None:
+    db = start_server(db_flavor)
     password = secrets.token_hex(8)
     create_users(db, password)
     target = f"127.0.0.1:{db.port}"
@@ -126,7 +120,7 @@ def test_a_target_that_goes_away_and_comes_back_on_the_same_port() -> None:
         if after is not None:
             after.close()
         exporter.stop()
-        db.destroy()
+        db.cleanup()
 
 
 def test_a_wrong_password_is_down_and_never_shown(server) -> None:
@@ -180,8 +174,8 @@ def test_a_user_without_process_sees_no_sessions_and_calls_sockets_unmatched(ser
         exporter.stop()
 
 
-def test_a_server_that_resolves_names_still_matches_loopback_clients() -> None:
-    db = start_server("--skip-name-resolve=0")
+def test_a_server_that_resolves_names_still_matches_loopback_clients(db_flavor: str) -> None:
+    db = start_server(db_flavor, "--skip-name-resolve=OFF")  # MySQL reads "=0" as ON
     password = secrets.token_hex(8)
     worker: Worker | None = None
     exporter: ExporterProcess | None = None
@@ -189,8 +183,10 @@ def test_a_server_that_resolves_names_still_matches_loopback_clients() -> None:
         assert db.execute("SELECT @@skip_name_resolve") == [(0,)]
         create_users(db, password)
         worker = Worker("resolved-app", "127.0.0.1", db.port, "app", password)
-        # The server shows the loopback client by name, not by address.
-        assert session_ids(db, "app", f"localhost:{worker.ports[0]}")
+        # MariaDB shows the loopback client by name, not by address; MySQL 9.7 by address
+        # all the same (127.0.0.1 is not looked up).
+        host = "127.0.0.1" if db.is_mysql else "localhost"
+        assert session_ids(db, "app", f"{host}:{worker.ports[0]}")
         exporter = start_exporter(db.port, password)
         history: list[Metrics] = []
         wait_for(exporter, lambda m: states(m, "resolved-app") == {"idle": 1},
@@ -205,4 +201,4 @@ def test_a_server_that_resolves_names_still_matches_loopback_clients() -> None:
             worker.close()
         if exporter is not None:
             exporter.stop()
-        db.destroy()
+        db.cleanup()

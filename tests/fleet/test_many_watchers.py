@@ -24,12 +24,18 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from exporter.throwaway import MariaDBUnavailable
 from tests.faults.common import PASSWORD_ENV, states, summary
 from tests.support.exporter_process import Metrics
-from tests.support.netns import NetnsError, NetnsStar, NsExporterProcess, NsWorker, StarMariaDB
+from tests.support.netns import (
+    NetnsError,
+    NetnsStar,
+    NsExporterProcess,
+    NsWorker,
+    server_in_namespace,
+)
+from tests.support.servers import TestServer, server_class
 
-pytestmark = [pytest.mark.netns, pytest.mark.mariadb, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]
 
 WATCHED = 3  # client namespaces with a sidecar; one more holds unowned sessions
 SESSIONS = (2, 3, 2)  # each watched worker's connections
@@ -37,10 +43,13 @@ NOISE_SESSIONS = 5
 UNIX_SESSIONS = 3
 INTERVAL = 30
 
-# A watcher's processlist query, either source (the connect-time checks do not match).
+# A watcher's processlist query, any source (the connect-time checks do not match):
+# information_schema, performance_schema.threads (MariaDB), performance_schema.processlist
+# (MySQL).
 PROCESSLIST_SQL_LIKE = (
     "h.SQL_TEXT LIKE '%FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID()%'"
     " OR h.SQL_TEXT LIKE '%t.PROCESSLIST_COMMAND%'"
+    " OR h.SQL_TEXT LIKE '%FROM performance_schema.processlist AS p%'"
 )
 READS_SQL = (
     "SELECT t.PROCESSLIST_USER, s.IP, h.ROWS_SENT, h.ROWS_EXAMINED, h.SQL_TEXT"
@@ -68,7 +77,7 @@ class Read:
 @dataclass
 class Fleet:
     star: NetnsStar
-    db: StarMariaDB
+    db: TestServer
     password: str
     target: str
     cleanups: list[Callable[[], object]] = field(default_factory=list)
@@ -112,13 +121,13 @@ class Fleet:
 
 
 @pytest.fixture(scope="module")
-def fleet() -> Iterator[Fleet]:
+def fleet(db_flavor: str) -> Iterator[Fleet]:
     try:
         star = NetnsStar(clients=WATCHED + 1).__enter__()
     except NetnsError as error:
         pytest.fail(f"cannot build the test network namespaces ({error}); the netns tests "
                     "need root and iproute2's `ip netns`", pytrace=False)
-    db = StarMariaDB(star, [
+    db = server_in_namespace(server_class(db_flavor), star, [
         "--performance-schema=ON",
         "--performance-schema-consumer-events-statements-current=ON",
         "--performance-schema-consumer-events-statements-history-long=ON",
@@ -128,10 +137,7 @@ def fleet() -> Iterator[Fleet]:
     ])
     fleet = Fleet(star, db, secrets.token_hex(8), f"{star.db_addr}:{db.port}")
     try:
-        try:
-            db.start()
-        except MariaDBUnavailable as error:
-            pytest.fail(f"cannot start MariaDB in namespace {star.server_ns}: {error}")
+        db.start()  # fails the test, with the reason, if it cannot
         password = fleet.password
         db.execute(
             f"CREATE USER 'exporter'@'%' IDENTIFIED BY '{password}'",
@@ -149,7 +155,7 @@ def fleet() -> Iterator[Fleet]:
         yield fleet
     finally:
         fleet.close_down_to(0)
-        db.destroy()
+        db.cleanup()
         star.close()
 
 

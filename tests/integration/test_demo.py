@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from exporter import throwaway
+from exporter.throwaway import mariadb as throwaway_mariadb
 
 
 def test_demo_shows_idle_at_risk_dropped_and_the_2006() -> None:
@@ -33,7 +33,7 @@ def test_demo_without_mariadb_says_what_to_install(monkeypatch: pytest.MonkeyPat
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     from exporter.demo import run_demo
 
-    monkeypatch.setattr(throwaway, "find_binary", lambda name: None)
+    monkeypatch.setattr(throwaway_mariadb, "find_binary", lambda name: None)
     with pytest.raises(SystemExit) as exit_info:
         run_demo(["--duration=1"])
     assert exit_info.value.code == 2

@@ -2,9 +2,10 @@
 know: a my.cnf `[client]` section with ssl-ca, ssl-cert, ssl-key, and ssl-mode or
 ssl-verify-server-cert.
 
-The server runs with its own CA, a server certificate for IP 127.0.0.1 and a user that
-REQUIRES X509, so a login without TLS and a client certificate is impossible; the
-server's performance_schema also shows, per session, the TLS version it negotiated."""
+The server (MariaDB 10.11 and MySQL 9.7) runs with its own CA, a server certificate for IP
+127.0.0.1 and a user that REQUIRES X509, so a login without TLS and a client certificate is
+impossible; the server's performance_schema also shows, per session, the TLS version it
+negotiated."""
 
 from __future__ import annotations
 
@@ -15,13 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MariaDBFactory
+from tests.conftest import ServerFactory
 from tests.faults.common import wait_for
 from tests.security.common import PASSWORD_ENV, alive, exporter_for, write_my_cnf
 from tests.support.exporter_process import ExporterProcess
-from tests.support.mariadb import ThrowawayMariaDB
-
-pytestmark = pytest.mark.mariadb
+from tests.support.servers import TestServer, server_class
 
 USER = "tls_exporter"
 PASSWORD = "Tls-Exporter-Pw-1"
@@ -70,11 +69,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(directory)
 
 
-def tls_server(factory: MariaDBFactory, pki: Pki, cert: str) -> ThrowawayMariaDB:
+def tls_server(factory: ServerFactory, pki: Pki, cert: str) -> TestServer:
     server = factory(f"--ssl-ca={pki['ca.pem']}", f"--ssl-cert={pki[cert + '.pem']}",
                      f"--ssl-key={pki[cert + '.key']}", "--performance-schema=ON",
                      monitor_user=False)
-    assert server.execute("SELECT @@have_ssl")[0][0] == "YES", server.log_tail()
+    assert server.offers_tls(), server.log_tail()
     server.execute("CREATE USER %s@'%%' IDENTIFIED BY %s REQUIRE X509", args=(USER, PASSWORD))
     server.execute("GRANT PROCESS ON *.* TO %s@'%%'", args=(USER,))
     return server
@@ -88,7 +87,7 @@ class Case:
     log_mentions: tuple[str, ...] = ()
 
 
-def start_cases(server: ThrowawayMariaDB, tmp_path: Path, cases: list[Case]
+def start_cases(server: TestServer, tmp_path: Path, cases: list[Case]
                 ) -> dict[str, ExporterProcess]:
     target = f"127.0.0.1:{server.port}"
     exporters: dict[str, ExporterProcess] = {}
@@ -102,7 +101,7 @@ def start_cases(server: ThrowawayMariaDB, tmp_path: Path, cases: list[Case]
     return exporters
 
 
-def check_cases(server: ThrowawayMariaDB, cases: list[Case],
+def check_cases(server: TestServer, cases: list[Case],
                 exporters: dict[str, ExporterProcess]) -> None:
     target = f"127.0.0.1:{server.port}"
     for case in cases:
@@ -122,15 +121,6 @@ def check_logs(cases: list[Case], exporters: dict[str, ExporterProcess]) -> None
         assert "Traceback" not in log, f"{case.name}:\n{log}"
 
 
-def tls_versions_of(server: ThrowawayMariaDB, user: str) -> list[str]:
-    """The TLS version of every session of `user`, as the server saw it negotiated."""
-    rows = server.execute(
-        "SELECT s.VARIABLE_VALUE FROM performance_schema.status_by_thread AS s"
-        " JOIN performance_schema.threads AS t ON t.THREAD_ID = s.THREAD_ID"
-        " WHERE t.PROCESSLIST_USER = %s AND s.VARIABLE_NAME = 'Ssl_version'", args=(user,))
-    return [str(row[0]) for row in rows]
-
-
 @pytest.fixture
 def stop_all() -> Iterator[list[ExporterProcess]]:
     started: list[ExporterProcess] = []
@@ -140,10 +130,10 @@ def stop_all() -> Iterator[list[ExporterProcess]]:
 
 
 def test_tls_with_client_certificates(
-    mariadb_factory: MariaDBFactory, pki: Pki, tmp_path: Path,
+    db_server_factory: ServerFactory, pki: Pki, tmp_path: Path,
     stop_all: list[ExporterProcess],
 ) -> None:
-    server = tls_server(mariadb_factory, pki, "server")
+    server = tls_server(db_server_factory, pki, "server")
     client = {"ssl_ca": pki["ca.pem"], "ssl_cert": pki["client.pem"],
               "ssl_key": pki["client.key"]}
     cases = [
@@ -173,17 +163,17 @@ def test_tls_with_client_certificates(
 
     # Every session the exporters hold is encrypted, as the server itself reports.
     connected = sum(1 for case in cases if case.up == 1)
-    versions = tls_versions_of(server, USER)
+    versions = server.tls_versions_of(USER)
     assert len(versions) == connected, versions
     assert all(version.startswith("TLSv1.") for version in versions), versions
     check_logs(cases, exporters)
 
 
 def test_a_server_certificate_for_another_name_fails_verify_identity(
-    mariadb_factory: MariaDBFactory, pki: Pki, tmp_path: Path,
+    db_server_factory: ServerFactory, pki: Pki, tmp_path: Path,
     stop_all: list[ExporterProcess],
 ) -> None:
-    server = tls_server(mariadb_factory, pki, "wrong-name")
+    server = tls_server(db_server_factory, pki, "wrong-name")
     client = {"ssl_ca": pki["ca.pem"], "ssl_cert": pki["client.pem"],
               "ssl_key": pki["client.key"]}
     cases = [
@@ -198,19 +188,21 @@ def test_a_server_certificate_for_another_name_fails_verify_identity(
     exporters = start_cases(server, tmp_path, cases)
     stop_all.extend(exporters.values())
     check_cases(server, cases, exporters)
-    assert tls_versions_of(server, USER)[0].startswith("TLSv1.")
+    assert server.tls_versions_of(USER)[0].startswith("TLSv1.")
     check_logs(cases, exporters)
 
 
 def test_tls_required_but_not_offered_fails_instead_of_falling_back(
-    mariadb: ThrowawayMariaDB, tmp_path: Path, stop_all: list[ExporterProcess],
+    db_server_factory: ServerFactory, db_flavor: str, tmp_path: Path,
+    stop_all: list[ExporterProcess],
 ) -> None:
     """A server (or a man in the middle) that does not offer TLS gets no plaintext login
     when my.cnf asks for TLS: the exporter reports the target down."""
-    assert mariadb.execute("SELECT @@have_ssl")[0][0] != "YES"
-    target = f"127.0.0.1:{mariadb.port}"
-    my_cnf = write_my_cnf(tmp_path / "required.cnf", user=mariadb.exporter_user,
-                          password=mariadb.exporter_password, ssl_mode="REQUIRED")
+    server = db_server_factory(*server_class(db_flavor).no_tls_args)
+    assert not server.offers_tls()
+    target = f"127.0.0.1:{server.port}"
+    my_cnf = write_my_cnf(tmp_path / "required.cnf", user=server.exporter_user,
+                          password=server.exporter_password, ssl_mode="REQUIRED")
     exporter = exporter_for(target, f"--config.my-cnf={my_cnf}", env={PASSWORD_ENV: ""})
     stop_all.append(exporter.start())
     wait_for(exporter, lambda m: m.get("mysql_idle_up", target=target) == 0, "up 0")

@@ -14,13 +14,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import MariaDBFactory
+from tests.conftest import ServerFactory
 from tests.faults.common import states, summary, wait_for
 from tests.security.common import PASSWORD_ENV, alive, exporter_for
 from tests.support.exporter_process import ExporterProcess, Metrics, Worker
-from tests.support.mariadb import ThrowawayMariaDB
-
-pytestmark = pytest.mark.mariadb
+from tests.support.servers import TestServer
 
 APP = "grant-app"
 NO_PROCESS_NOTE = "no PROCESS privilege"
@@ -43,7 +41,7 @@ class Expect:
     app_states: dict[str, float]
 
 
-def create_user(server: ThrowawayMariaDB, user: str, grants: tuple[str, ...]) -> str:
+def create_user(server: TestServer, user: str, grants: tuple[str, ...]) -> str:
     password = f"{user}-Pw-1"
     server.execute(
         "CREATE USER %s@'%%' IDENTIFIED BY %s WITH MAX_USER_CONNECTIONS 3", args=(user, password))
@@ -54,7 +52,7 @@ def create_user(server: ThrowawayMariaDB, user: str, grants: tuple[str, ...]) ->
 
 @dataclass
 class Setup:
-    server: ThrowawayMariaDB
+    server: TestServer
     worker: Worker
     exporters: dict[str, ExporterProcess]
 
@@ -63,7 +61,7 @@ class Setup:
         return f"127.0.0.1:{self.server.port}"
 
 
-def start(factory: MariaDBFactory, users: dict[str, tuple[str, ...]], *args: str) -> Setup:
+def start(factory: ServerFactory, users: dict[str, tuple[str, ...]], *args: str) -> Setup:
     server = factory(*args, monitor_user=False)
     app_password = create_user(server, "grant_app", ())
     worker = Worker(APP, "127.0.0.1", server.port, "grant_app", app_password, connections=2)
@@ -113,30 +111,35 @@ def check(setup: Setup, user: str, expect: Expect) -> None:
 
 
 def test_grants_with_performance_schema_off_and_on(
-    mariadb_factory: MariaDBFactory, setups: list[Setup]
+    db_server_factory: ServerFactory, setups: list[Setup]
 ) -> None:
     """With performance_schema ON, SELECT on it without PROCESS shows every session on
     MariaDB 10.11 (its threads table does not check PROCESS), so the application's sessions
     match; the exporter still reports mysql_idle_full_processlist 0 for that user (it goes
-    by the PROCESS grant), which only means it will not call anything a phantom."""
-    off = start(mariadb_factory, {"only_process": (PROCESS,), "no_grants": ()})
+    by the PROCESS grant), which only means it will not call anything a phantom. MySQL
+    reads performance_schema.processlist (with each session's own wait_timeout) where it
+    may, which shows other users' sessions only with PROCESS."""
+    off = start(db_server_factory, {"only_process": (PROCESS,), "no_grants": ()},
+                "--performance-schema=OFF")  # MySQL's default is ON, MariaDB's OFF
     setups.append(off)
-    on = start(mariadb_factory, {
+    on = start(db_server_factory, {
         "only_process": (PROCESS,),
         "process_and_ps": (PROCESS, SELECT_PS),
         "only_ps": (SELECT_PS,),
         "no_grants": (),
     }, "--performance-schema=ON")
     setups.append(on)
+    mysql = on.server.is_mysql
 
     matched = {"idle": 2.0}
     unmatched = {"unmatched": 2.0}
+    ps_source = "performance_schema.processlist" if mysql else "performance_schema.threads"
     check(off, "only_process", Expect("information_schema", 1.0, matched))
     check(off, "no_grants", Expect("information_schema", 0.0, unmatched))
     # performance_schema ON but not readable: information_schema, silently and correctly.
     check(on, "only_process", Expect("information_schema", 1.0, matched))
-    check(on, "process_and_ps", Expect("performance_schema.threads", 1.0, matched))
-    check(on, "only_ps", Expect("performance_schema.threads", None, matched))
+    check(on, "process_and_ps", Expect(ps_source, 1.0, matched))
+    check(on, "only_ps", Expect(ps_source, None, unmatched if mysql else matched))
     check(on, "no_grants", Expect("information_schema", 0.0, unmatched))
 
     for setup in setups:

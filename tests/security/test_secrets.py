@@ -31,7 +31,7 @@ from exporter.sessions.credentials import (
 )
 from exporter.sessions.reader import SessionReader
 from exporter.throwaway import free_port
-from tests.conftest import MariaDBFactory
+from tests.conftest import ServerFactory
 from tests.faults.common import wait_for
 from tests.security.common import (
     CANARY,
@@ -45,9 +45,7 @@ from tests.security.common import (
     write_my_cnf,
 )
 from tests.support.exporter_process import ExporterProcess, Metrics, Worker
-from tests.support.mariadb import ThrowawayMariaDB
-
-pytestmark = pytest.mark.mariadb
+from tests.support.servers import TestServer, server_class
 
 USER = "canary_user"
 FLEET_PASSWORD_ENV = "MYSQL_IDLE_EXPORTER_FLEET_PASSWORD"
@@ -91,14 +89,14 @@ SITUATIONS = ("env-correct", "my.cnf-correct", "wrong-password", "server-down",
 
 @pytest.mark.parametrize("situation", SITUATIONS)
 def test_the_password_never_leaks_from_the_running_exporter(
-    situation: str, mariadb_factory: MariaDBFactory, tmp_path: Path
+    situation: str, db_server_factory: ServerFactory, tmp_path: Path
 ) -> None:
-    db: ThrowawayMariaDB | None = None
+    db: TestServer | None = None
     worker: Worker | None = None
     if situation == "server-down":
         port = free_port()
     else:
-        db = mariadb_factory(monitor_user=False)
+        db = db_server_factory(monitor_user=False)
         port = db.port
         # The server knows the canary, except when the exporter's password must be wrong.
         db.create_user(USER, grants=("PROCESS",),
@@ -248,9 +246,11 @@ def connect_error(creds: Credentials, port: int, timeout: float = 3.0) -> Server
 
 
 def test_connection_errors_and_read_errors_never_show_the_password(
-    mariadb_factory: MariaDBFactory, debug_log: pytest.LogCaptureFixture, tmp_path: Path
+    db_server_factory: ServerFactory, db_flavor: str, debug_log: pytest.LogCaptureFixture,
+    tmp_path: Path,
 ) -> None:
-    db = mariadb_factory(monitor_user=False)
+    # Without TLS, so that asking for it fails (MySQL offers it out of the box).
+    db = db_server_factory(*server_class(db_flavor).no_tls_args, monitor_user=False)
     db.create_user(USER, grants=("PROCESS",), password="Not-The-Canary-2")
     creds = Credentials(USER, CANARY)
     errors: dict[str, ServerError] = {}
@@ -276,7 +276,7 @@ def test_connection_errors_and_read_errors_never_show_the_password(
         errors["silent server"] = connect_error(creds, silent.getsockname()[1], timeout=0.5)
 
     # Killed mid-run: a working reader, then the server is gone.
-    right = mariadb_factory(monitor_user=False)
+    right = db_server_factory(monitor_user=False)
     right.create_user(USER, grants=("PROCESS",), password=CANARY)
     reader = SessionReader("t", "127.0.0.1", right.port, creds)
     try:
@@ -294,7 +294,7 @@ def test_connection_errors_and_read_errors_never_show_the_password(
         reader.close()
 
     # A read that hangs on a paused server until its deadline.
-    paused = mariadb_factory(monitor_user=False)
+    paused = db_server_factory(monitor_user=False)
     paused.create_user(USER, grants=("PROCESS",), password=CANARY)
     hung = SessionReader("t", "127.0.0.1", paused.port, creds)
     try:

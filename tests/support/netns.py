@@ -1,7 +1,7 @@
 """Two network namespaces joined by a veth pair, with nftables to play a middlebox.
 
     with NetnsPair() as pair:
-        db = NamespacedMariaDB(pair).start()            # mariadbd in pair.server_ns
+        db = server_in_namespace(ThrowawayMySQL, pair).start()  # mysqld in pair.server_ns
         worker = NsWorker(pair, "app", db.host, db.port, "app", password)  # client ns
         exporter = NsExporterProcess(pair, [...]).start()                  # client ns
         pair.block_server_teardown(db.port)   # the server's FIN and RST never arrive
@@ -22,7 +22,7 @@ the veth pair goes with them.
 (many watchers of one database, each seen by the server from its own address):
 
     with NetnsStar(clients=3) as star:
-        db = StarMariaDB(star).start()                   # listens on every server address
+        db = server_in_namespace(ThrowawayMariaDB, star).start()  # on every server address
         for leg in star.legs:                            # one client namespace each
             NsWorker(leg, "app", star.db_addr, db.port, "app", password)
             NsExporterProcess(leg, [f"--mysql.address={star.db_addr}:{db.port}", ...])
@@ -46,10 +46,9 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-import pymysql
 import pytest
 
-from exporter.throwaway import ThrowawayMariaDB
+from exporter.throwaway import ThrowawayServer
 from tests.support.exporter_process import ExporterProcess, Worker
 
 CLONE_NEWNET = 0x40000000
@@ -366,29 +365,22 @@ class StarLeg:
 ClientSide = NetnsPair | StarLeg
 
 
-class NamespacedMariaDB(ThrowawayMariaDB):
-    """A throwaway MariaDB listening on the server namespace's veth address. The test
-    process reaches it through its unix socket."""
-
-    def __init__(self, pair: NetnsPair, extra_args: Sequence[str] = (), port: int = 3306
-                 ) -> None:
-        super().__init__(extra_args, host=pair.server_addr, port=port,
-                         command_prefix=pair.prefix(pair.server_ns))
-
-    def connect(self, **kwargs: Any) -> pymysql.connections.Connection[Any]:
-        # The veth address is not reachable from the test's namespace; the socket file is.
-        return super().connect(**{"unix_socket": str(self.socket_path), **kwargs})
+S = TypeVar("S", bound=ThrowawayServer)
 
 
-class StarMariaDB(NamespacedMariaDB):
-    """A throwaway MariaDB in a NetnsStar's server namespace, listening on every address
-    there (0.0.0.0: the shared `db_addr` and each leg's veth end); `host` is `db_addr`."""
-
-    def __init__(self, star: NetnsStar, extra_args: Sequence[str] = (), port: int = 3306
-                 ) -> None:
-        ThrowawayMariaDB.__init__(
-            self, [*extra_args, "--bind-address=0.0.0.0"], host=star.db_addr, port=port,
-            command_prefix=star.prefix(star.server_ns))
+def server_in_namespace(server_class: type[S], where: NetnsPair | NetnsStar,
+                        extra_args: Sequence[str] = (), port: int = 3306) -> S:
+    """A throwaway server of `server_class` (not started) in the server namespace: on a
+    NetnsPair it listens on the server's veth address; on a NetnsStar on every address there
+    (0.0.0.0: the shared `db_addr` and each leg's veth end), and `host` is `db_addr`. The
+    test process reaches it through its unix socket (the veth addresses are not reachable
+    from the test's namespace; the socket file is)."""
+    if isinstance(where, NetnsStar):
+        host, extra_args = where.db_addr, [*extra_args, "--bind-address=0.0.0.0"]
+    else:
+        host = where.server_addr
+    return server_class(extra_args, host=host, port=port,
+                        command_prefix=where.prefix(where.server_ns), via_socket=True)
 
 
 class NsWorker(Worker):

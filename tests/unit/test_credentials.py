@@ -39,7 +39,7 @@ def pem(tmp_path: Path) -> Path:
 def test_basic_client_section(tmp_path: Path) -> None:
     path = write(tmp_path, "[client]\nuser=exporter\npassword=hunter22\nhost=db\nport=3307\n")
     creds = load_credentials(my_cnf=path, environ={})
-    assert creds == Credentials("exporter", "hunter22", None, host="db", port=3307)
+    assert creds == Credentials("exporter", "hunter22", host="db", port=3307)
 
 
 def test_mysql_syntax_variants(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -106,7 +106,8 @@ def test_option_names_with_underscores_and_dashes(tmp_path: Path, pem: Path) -> 
 @pytest.mark.parametrize(
     ("lines", "expected"),
     [
-        ("", None),
+        # Nothing said: TLS when the server offers it, as the MySQL client does.
+        ("", SslOptions(mode=SslMode.PREFERRED)),
         ("ssl-mode=DISABLED\n", None),
         ("ssl-mode=preferred\n", SslOptions(mode=SslMode.PREFERRED)),
         ("ssl-mode=REQUIRED\n", SslOptions(mode=SslMode.REQUIRED)),
@@ -147,7 +148,7 @@ def test_precedence_flag_env_file(tmp_path: Path) -> None:
 def test_without_file(tmp_path: Path) -> None:
     creds = load_credentials(user="exporter", environ={PASSWORD_ENV: SECRET})
     assert creds == Credentials("exporter", SECRET)
-    assert creds.ssl is None
+    assert creds.ssl == SslOptions(mode=SslMode.PREFERRED)
 
 
 def test_section_choice(tmp_path: Path) -> None:

@@ -18,7 +18,8 @@ from exporter.sessions.connection import (
     ServerConnection,
     ServerTimeout,
 )
-from exporter.sessions.credentials import Credentials
+from exporter.sessions.connection import _Connection as RealConnection
+from exporter.sessions.credentials import Credentials, SslMode, SslOptions
 
 SECRET = "top-Secret-123"
 PROBE_ROW = ("10.11.19-MariaDB", 42, 0, 1, 1, None)
@@ -47,12 +48,17 @@ class FakeConnection:
     connect_error: Exception | None = None
 
     def __init__(self, **kwargs: Any) -> None:
-        if FakeConnection.connect_error is not None:
-            raise FakeConnection.connect_error
+        assert kwargs.get("defer_connect") is True  # ServerConnection calls connect()
         self.kwargs = kwargs
-        self.open = True
+        self.open = False
+        self.cleartext_allowed = False
         self.timeouts: list[float] = []
         self.statements: list[str] = []
+
+    def connect(self) -> None:
+        if FakeConnection.connect_error is not None:
+            raise FakeConnection.connect_error
+        self.open = True
         FakeConnection.instances.append(self)
 
     def set_io_timeout(self, seconds: float) -> None:
@@ -120,7 +126,9 @@ def test_connect_options_and_what_it_learns() -> None:
     info = conn.connect(timeout=3.0)
     (fake,) = FakeConnection.instances
     kwargs = fake.kwargs
-    assert kwargs["ssl_disabled"] is True and "ssl" not in kwargs
+    # TLS PREFERRED, as the MySQL client: PyMySQL encrypts when the server offers it.
+    assert kwargs["ssl_disabled"] is False and "ssl" not in kwargs
+    assert fake.cleartext_allowed is False
     assert kwargs["client_flag"] == 0 and kwargs["autocommit"] is True
     assert kwargs["charset"] == "utf8mb4"
     assert kwargs["init_command"] == (
@@ -200,10 +208,35 @@ def test_connect_errors_hide_the_password() -> None:
 
 
 def test_runtime_error_from_pymysql_is_a_connect_failure() -> None:
-    FakeConnection.connect_error = RuntimeError(
-        "'cryptography' package is required for sha256_password or caching_sha2_password")
-    with pytest.raises(ConnectFailed, match="cannot connect: 'cryptography' package"):
+    FakeConnection.connect_error = RuntimeError("something PyMySQL could not do")
+    with pytest.raises(ConnectFailed, match=r"^cannot connect: something PyMySQL could not do$"):
         make().connect(timeout=1.0)
+
+
+def test_a_login_that_needs_rsa_says_what_to_do() -> None:
+    # MySQL 8+'s caching_sha2_password without TLS and without the `cryptography` package:
+    # PyMySQL's message names a package the user never asked for.
+    FakeConnection.connect_error = RuntimeError(
+        "'cryptography' package is required for sha256_password or caching_sha2_password "
+        "auth methods")
+    with pytest.raises(ConnectFailed) as info:
+        make().connect(timeout=1.0)
+    assert str(info.value) == (
+        "cannot connect: caching_sha2_password needs TLS (the server offers none, or "
+        "ssl-mode=DISABLED) or the RSA exchange of pip install 'mysql-idle-exporter[rsa]'")
+
+
+@pytest.mark.parametrize(("ssl", "allowed"), [
+    ("default", False),  # PREFERRED: unverified TLS that anybody on the path can offer
+    (None, False),
+    (SslOptions(mode=SslMode.REQUIRED), True),
+])
+def test_clear_text_passwords_only_inside_tls_that_was_asked_for(
+        ssl: SslOptions | str | None, allowed: bool) -> None:
+    creds = Credentials("exporter", SECRET) if ssl == "default" else Credentials(
+        "exporter", SECRET, ssl)  # type: ignore[arg-type]
+    ServerConnection("127.0.0.1", 3306, creds).connect(timeout=1.0)
+    assert FakeConnection.instances[-1].cleartext_allowed is allowed
 
 
 def test_deadline_already_passed() -> None:
@@ -226,3 +259,17 @@ def test_closed_for_good() -> None:
     conn.close()
     with pytest.raises(connection_module.ServerError, match="connection closed"):
         conn.query("SELECT 1", timeout=1.0)
+
+
+@pytest.mark.parametrize(("secure", "allowed", "refused"), [
+    (False, False, "over a connection without TLS"),
+    (False, True, "over a connection without TLS"),
+    (True, False, "over TLS that was not asked for"),
+])
+def test_clear_text_plugins_are_refused(secure: bool, allowed: bool, refused: str) -> None:
+    real = RealConnection.__new__(RealConnection)  # never connected
+    real._secure = secure
+    real.cleartext_allowed = allowed
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        real._process_auth(b"mysql_clear_password", None)
+    assert info.value.args[0] == 2059 and refused in info.value.args[1]

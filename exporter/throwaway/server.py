@@ -1,7 +1,8 @@
-"""A private MariaDB server on a temporary data directory and a free loopback port.
+"""What every throwaway server shares: a private data directory, a free loopback port, and
+a process that is started, paused, restarted and removed by its owner only.
 
-Used by the demo, the benchmarks and (through tests/support/mariadb.py) the test suite:
-it never touches a server it did not start.
+The flavors (mariadb.py, mysql.py) say how to find the server binary, how to create a data
+directory and which flags their server needs; the lifecycle and the SQL helpers are here.
 """
 
 from __future__ import annotations
@@ -17,33 +18,13 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import pymysql
 
-NOT_INSTALLED = (
-    "MariaDB is not installed (mariadbd, mariadb-install-db): "
-    "run 'sudo apt-get install mariadb-server'"
-)
 
-
-class MariaDBUnavailable(RuntimeError):
-    """mariadbd or mariadb-install-db is missing, or the server would not start."""
-
-
-def find_binary(name: str) -> str | None:
-    return shutil.which(name) or next(
-        (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None
-    )
-
-
-def binaries() -> tuple[str, str]:
-    """(mariadbd, mariadb-install-db), or MariaDBUnavailable saying what to install."""
-    mariadbd = find_binary("mariadbd")
-    install = find_binary("mariadb-install-db") or find_binary("mysql_install_db")
-    if mariadbd is None or install is None:
-        raise MariaDBUnavailable(NOT_INSTALLED)
-    return mariadbd, install
+class ServerUnavailable(RuntimeError):
+    """The server is not installed, cannot create its data directory, or would not start."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -52,62 +33,50 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
-def _as_root() -> list[str]:
-    # mariadbd refuses to run as root unless told to; as anyone else it runs as that user.
+def as_root() -> list[str]:
+    # mariadbd and mysqld refuse to run as root unless told to; as anyone else they run as
+    # that user.
     return ["--user=root"] if os.geteuid() == 0 else []
 
 
-def install_datadir(datadir: Path, tmpdir: Path, args: Sequence[str] = ()) -> None:
-    """Create the system tables in `datadir` (mariadb-install-db, about 0.6 s); `args` go
-    to its bootstrap server."""
-    _, install = binaries()
-    tmpdir.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        [
-            install,
-            "--no-defaults",
-            f"--datadir={datadir}",
-            "--auth-root-authentication-method=normal",
-            "--skip-test-db",
-            f"--tmpdir={tmpdir}",
-            *_as_root(),
-            *args,
-        ],
-        capture_output=True,
-        timeout=120,
-    )
-    if result.returncode != 0:
-        tail = (result.stderr or result.stdout).decode(errors="replace").strip()[-400:]
-        raise MariaDBUnavailable(f"mariadb-install-db failed ({result.returncode}): {tail}")
+class ThrowawayServer:
+    """One private server. `start()` it, use it, `destroy()` it (or use `with`).
 
+    Subclasses set `flavor`, `product`, `unavailable`, the flag tuples, and implement
+    `_executable()`, `_flavor_args()` and `_install()`.
+    """
 
-class ThrowawayMariaDB:
-    """One private mariadbd. `start()` it, use it, `destroy()` it (or use `with`)."""
-
-    # Small and fast: a throwaway server holds almost no data. The InnoDB sizes go to
-    # mariadb-install-db too, so the server starts on the files as they were installed.
-    innodb_args: tuple[str, ...] = ("--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M")
+    flavor: ClassVar[str] = ""  # "mariadb" or "mysql", as in the tests' parameter ids
+    product: ClassVar[str] = ""  # for messages: "MariaDB", "MySQL"
+    process_name: ClassVar[str] = ""  # the server's process name, for messages
+    unavailable: ClassVar[type[ServerUnavailable]] = ServerUnavailable
+    # Flags after the common ones; `extra_args` (per instance) come last and win.
+    innodb_args: tuple[str, ...] = ()
     server_args: tuple[str, ...] = ("--skip-name-resolve", "--skip-log-bin")
 
     def __init__(self, extra_args: Sequence[str] = (), *, host: str = "127.0.0.1",
                  port: int | None = None, startup_timeout: float = 30.0,
-                 command_prefix: Sequence[str] = (), workdir: Path | None = None) -> None:
+                 command_prefix: Sequence[str] = (), workdir: Path | None = None,
+                 via_socket: bool = False) -> None:
         self.host = host
-        # Prepended to the mariadbd command line, e.g. `ip netns exec NS` (which execs, so
-        # the process id stays mariadbd's and pause/resume/stop still reach it).
+        # Prepended to the server's command line, e.g. `ip netns exec NS` (which execs, so
+        # the process id stays the server's and pause/resume/stop still reach it).
         self.command_prefix = list(command_prefix)
-        # A port picked here can be taken before mariadbd binds it: the first start() then
-        # picks another. A port the caller chose, or one a server already ran on, stays.
+        # connect() goes through the unix socket: for a server listening where the caller
+        # cannot reach it over TCP (another network namespace).
+        self.via_socket = via_socket
+        # A port picked here can be taken before the server binds it: the first start()
+        # then picks another. A port the caller chose, or one a server already ran on, stays.
         self._may_move_port = port is None
         self.port = port or free_port(host)
         self.extra_args = list(extra_args)
         self.startup_timeout = startup_timeout
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="mysql-idle-mariadb-"))
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"mysql-idle-{self.flavor}-"))
         self.datadir = self.workdir / "data"
         self.socket_path = self.workdir / "mysqld.sock"
-        # A private tmpdir: every mariadbd deletes the #sql* files in its tmpdir when it
-        # starts, so servers sharing /tmp break each other's temporary tables (and
-        # mariadb-install-db's bootstrap) when several run at once.
+        # A private tmpdir: a server deletes the #sql* files in its tmpdir when it starts,
+        # so servers sharing /tmp break each other's temporary tables (and bootstraps) when
+        # several run at once.
         self.tmpdir = self.workdir / "tmp"
         self.log_path = self.workdir / "error.log"
         self.pid_path = self.workdir / "mysqld.pid"
@@ -126,6 +95,21 @@ class ThrowawayMariaDB:
     def __exit__(self, *exc: object) -> None:
         self.destroy()
 
+    # --- what a flavor provides -------------------------------------------------------------
+
+    def _executable(self) -> list[str]:
+        """The argv that runs the server binary (before its own flags); `unavailable` if it
+        is not installed."""
+        raise NotImplementedError
+
+    def _flavor_args(self) -> list[str]:
+        """Flags this flavor always needs, after the common ones."""
+        return []
+
+    def _install(self) -> None:
+        """Create `self.datadir` with the system tables."""
+        raise NotImplementedError
+
     # --- lifecycle -----------------------------------------------------------------------
 
     @property
@@ -137,23 +121,20 @@ class ThrowawayMariaDB:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def _install(self) -> None:
-        install_datadir(self.datadir, self.tmpdir, self.innodb_args)
-
     def start(self) -> Self:
-        """Install the datadir (the first time) and start the server; MariaDBUnavailable
-        if it cannot."""
+        """Create the datadir (the first time) and start the server; `unavailable` if it
+        cannot."""
         if self.running:
             return self
-        mariadbd, _ = binaries()
+        executable = self._executable()
         if not (self.datadir / "mysql").is_dir():
             self._install()
         self.tmpdir.mkdir(parents=True, exist_ok=True)
         for attempt in range(5):
             try:
-                self._launch(mariadbd)
+                self._launch(executable)
                 break
-            except MariaDBUnavailable as error:
+            except ServerUnavailable as error:
                 if not self._may_move_port or attempt == 4 or "in use" not in str(error):
                     raise
                 self.port = free_port(self.host)
@@ -161,12 +142,12 @@ class ThrowawayMariaDB:
         self._may_move_port = False
         return self
 
-    def _command(self, mariadbd: str) -> list[str]:
+    def _command(self, executable: Sequence[str]) -> list[str]:
         return [
             *self.command_prefix,
-            mariadbd,
+            *executable,
             "--no-defaults",  # must come first
-            *_as_root(),
+            *as_root(),
             f"--datadir={self.datadir}",
             f"--socket={self.socket_path}",
             f"--tmpdir={self.tmpdir}",
@@ -174,16 +155,17 @@ class ThrowawayMariaDB:
             f"--bind-address={self.host}",
             f"--pid-file={self.pid_path}",
             f"--log-error={self.log_path}",
+            *self._flavor_args(),
             *self.innodb_args,
             *self.server_args,
             *self.extra_args,  # last: they override the defaults above
         ]
 
-    def _launch(self, mariadbd: str) -> None:
+    def _launch(self, executable: Sequence[str]) -> None:
         self.log_path.unlink(missing_ok=True)  # so log_tail() speaks of this start only
         started = time.monotonic()
         self.process = subprocess.Popen(
-            self._command(mariadbd),
+            self._command(executable),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -194,9 +176,9 @@ class ThrowawayMariaDB:
             if self.process.poll() is not None:
                 code = self.process.returncode
                 self.process = None
-                raise MariaDBUnavailable(
-                    f"mariadbd exited with {code} while starting on port {self.port}:\n"
-                    f"{self.log_tail()}"
+                raise self.unavailable(
+                    f"{self.process_name} exited with {code} while starting on port "
+                    f"{self.port}:\n{self.log_tail()}"
                 )
             try:
                 self.connect(connect_timeout=1).close()
@@ -204,9 +186,9 @@ class ThrowawayMariaDB:
             except pymysql.err.OperationalError:
                 if time.monotonic() > deadline:
                     self._kill()
-                    raise MariaDBUnavailable(
-                        f"mariadbd did not accept connections within {self.startup_timeout}s"
-                        f" on port {self.port}:\n{self.log_tail()}"
+                    raise self.unavailable(
+                        f"{self.process_name} did not accept connections within "
+                        f"{self.startup_timeout}s on port {self.port}:\n{self.log_tail()}"
                     ) from None
                 time.sleep(0.02)
         self.startup_seconds = time.monotonic() - started
@@ -251,7 +233,7 @@ class ThrowawayMariaDB:
         deadline = time.monotonic() + timeout
         while not _all_threads_stopped(pid):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"mariadbd {pid} did not stop within {timeout}s")
+                raise RuntimeError(f"{self.process_name} {pid} did not stop within {timeout}s")
             time.sleep(0.005)
 
     def resume(self) -> None:
@@ -289,6 +271,8 @@ class ThrowawayMariaDB:
             "autocommit": True,
             "ssl_disabled": True,
         }
+        if self.via_socket:
+            options["unix_socket"] = str(self.socket_path)
         options.update(kwargs)
         return pymysql.connect(**options)
 
@@ -330,7 +314,7 @@ def _all_threads_stopped(pid: int) -> bool:
 
 # Servers not destroyed yet. start_new_session keeps Ctrl-C from reaching them, so one
 # whose owner died outside its `finally` would otherwise run on with its directory.
-_live: set[ThrowawayMariaDB] = set()
+_live: set[ThrowawayServer] = set()
 
 
 @atexit.register
