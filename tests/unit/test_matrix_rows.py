@@ -51,6 +51,8 @@ def test_what_the_application_saw() -> None:
         "`Can't add new command when connection is in closed state`")
     assert matrix.application_saw(run("ok 9", events=((100.5, "ERROR 2006"),))) == (
         "prints `ERROR 2006`, then runs it again on a new session")
+    assert matrix.application_saw(run("error 4031 ERROR ERROR 4031 (HY000): The client")) == (
+        "prints `ERROR 4031`")
 
 
 def test_what_a_setting_changes() -> None:

@@ -12,7 +12,7 @@ uses its connection again when told:
   - for each line ``query`` on standard input, the same statement again, then
     ``ok SESSION_ID`` (a new id: the driver reconnected) or
     ``error CODE CLASS TEXT`` (CODE is the MySQL error number, ``-`` when the driver gives
-    none);
+    none; CLASS the exception's class, ``ERROR`` for a client that prints its errors);
   - ``event TEXT`` whenever the driver tells the application something on its own (Node's
     ``error`` event when the server resets the connection, the CLI's error message before
     it reconnects);

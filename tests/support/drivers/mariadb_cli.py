@@ -89,7 +89,7 @@ def main() -> int:
             else:
                 code = errors[-1] if errors else "-"
                 text = " ".join(output.split())[-200:]
-                print(f"error {code} client {text}", flush=True)
+                print(f"error {code} ERROR {text}", flush=True)
     finally:
         terminal.process.kill()
         terminal.process.wait(10)
