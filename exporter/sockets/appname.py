@@ -119,15 +119,17 @@ _JAVA = _Grammar(
 _RUBY = _Grammar(
     {
         **_opts("next", "value", "-I", "-r", "-C", "-E", "--encoding"),
-        # -0 and -l take digits only, which are no options: they need no entry.
+        # -0 takes digits only, which are no options: it needs no entry. -v runs the
+        # program given after it (verbosely), so it is a flag.
         **_opts("rest", "value", "-x", "-i", "-T", "-W", "-K", "-F"),
         **_opts("next", "inline", "-e"),
-        **_opts("rest", "inline", "-h", "--help", "-v", "--version"),
+        **_opts("rest", "inline", "-h", "--help", "--version"),
     }
 )
 _PERL = _Grammar(
     {
         **_opts("next", "value", "-I"),
+        # -0 and -l take digits only, which are no options: they need no entry.
         **_opts("rest", "value", "-i", "-C", "-D", "-d", "-M", "-m", "-x", "-V"),
         **_opts("next", "inline", "-e", "-E"),
         **_opts("rest", "inline", "-h", "-v"),

@@ -70,6 +70,8 @@ CASES = [
     # --- Ruby, Perl, PHP ----------------------------------------------------------------
     ("ruby", ["ruby", "-Ilib", "-r", "bundler/setup", "bin/worker.rb"], "worker.rb"),
     ("ruby3.1", ["ruby3.1", "-w", "-e", "puts 1"], "ruby3.1"),
+    ("ruby", ["ruby", "-v", "job.rb"], "job.rb"),
+    ("ruby", ["ruby", "--version"], "ruby"),
     ("perl", ["perl", "-I", "lib", "-MDBI", "/opt/bin/sync.pl"], "sync.pl"),
     ("perl", ["perl", "-wle", "print 1"], "perl"),
     ("perl", ["perl", "-l012", "-0777", "slurp.pl"], "slurp.pl"),
