@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--config.my-cnf",
         dest="my_cnf",
         metavar="PATH",
-        help="my.cnf file whose [client] section gives user, password and ssl-* options",
+        help="my.cnf file whose [client] section gives user, password and ssl-* options "
+        "(without them TLS is PREFERRED: used when the server offers it)",
     )
     db.add_argument(
         "--server.interval",
