@@ -112,6 +112,8 @@ def test_a_missing_toolchain_fails_saying_what_to_install(
         programs.java_command()
     with pytest.raises(pytest.fail.Exception, match="apt-get install mariadb-client"):
         programs.cli_command()
+    with pytest.raises(pytest.fail.Exception, match=r"no_such_driver is missing: pip install"):
+        programs._python(["app.py"], "no_such_driver")
     monkeypatch.setattr(programs, "CACHE", tmp_path)
     with pytest.raises(pytest.fail.Exception, match="run scripts/setup"):
         programs.node_modules()

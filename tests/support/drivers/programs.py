@@ -88,23 +88,20 @@ def _run_build(argv: Sequence[str], env: Mapping[str, str] | None = None,
 # --- one function per driver: the command that starts it --------------------------------
 
 
-def python_command(*modules: str) -> Callable[[Sequence[str]], list[str]]:
-    def command(argv: Sequence[str]) -> list[str]:
-        for module in modules:
-            _need(importlib.util.find_spec(module) is not None,
-                  f"the Python package {module} is missing: pip install -e '.[test]'")
-        return [sys.executable, *argv]
-
-    return command
+def _python(argv: Sequence[str], *modules: str) -> list[str]:
+    """This interpreter (the .venv's) running argv, once the modules it needs are there."""
+    for module in modules:
+        _need(importlib.util.find_spec(module) is not None,
+              f"the Python package {module} is missing: pip install -e '.[test]'")
+    return [sys.executable, *argv]
 
 
 def django_command() -> list[str]:
-    return python_command("django", "MySQLdb")([str(HERE / "djangoapp" / "manage.py"),
-                                                "idlecheck"])
+    return _python([str(HERE / "djangoapp" / "manage.py"), "idlecheck"], "django", "MySQLdb")
 
 
 def sqlalchemy_command() -> list[str]:
-    return python_command("sqlalchemy", "pymysql")([str(HERE / "sqlalchemy_worker.py")])
+    return _python([str(HERE / "sqlalchemy_worker.py")], "sqlalchemy", "pymysql")
 
 
 def cli_command() -> list[str]:
