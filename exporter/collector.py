@@ -158,13 +158,21 @@ class SnapshotCollector(Collector):
             "Sockets with the kernel's TCP keepalive timer armed.",
             labels=["target", "process"],
         )
+        names = GaugeMetricFamily(
+            "mysql_idle_process_info",
+            "1 per process label and the plain process name (comm) of its owners.",
+            labels=["target", "process", "comm"],
+        )
         for t, summary in summaries:
             for process, totals in summary.processes.items():
                 for state, count in zip(ALL_STATES, totals.states, strict=True):
                     sessions.add_metric([t.target, state.value, process], float(count))
                 keepalive.add_metric([t.target, process], float(totals.keepalive))
+                for comm in totals.comms:
+                    names.add_metric([t.target, process, comm], 1.0)
         yield sessions
         yield keepalive
+        yield names
 
     def _headroom(self, summaries: Sequence[_Summarised]) -> Iterator[Metric]:
         minimum = GaugeMetricFamily(

@@ -61,10 +61,14 @@ class Socket(NamedTuple):
     # True when the kernel's keepalive timer is armed for this socket.
     keepalive: bool = False
     pid: int | None = None
+    # The application the owner runs: an interpreter's script, module, jar or main class,
+    # else the process name (exporter.sockets.appname). The `process` label.
     process: str = "unknown"
     # True when the socket has left the kernel's TCP tables while its owner still holds
     # the file descriptor (the server reset the connection).
     gone: bool = False
+    # The owner's plain process name (comm, completed past 15 characters), e.g. python3.
+    comm: str = "unknown"
 
 
 class Session(NamedTuple):
@@ -243,6 +247,8 @@ class ProcessTotals:
     server_idle: tuple[float, ...]
     # Client-side silence of every socket that has it.
     client_idle: tuple[float, ...]
+    # The plain process names (comm) of its owners, sorted: usually one, e.g. python3.
+    comms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

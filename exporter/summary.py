@@ -41,6 +41,7 @@ def summarise(target: TargetSnapshot, top: int) -> TargetSummary:
     smallest: dict[str, float] = {}
     server_idle: dict[str, list[float]] = {}
     client_idle: dict[str, list[float]] = {}
+    comms: dict[str, set[str]] = {}
     with_headroom: list[Classified] = []
     idle_states = (State.IDLE, State.AT_RISK)
     width = len(ALL_STATES)
@@ -55,7 +56,9 @@ def summarise(target: TargetSnapshot, top: int) -> TargetSummary:
                 keepalive[process] = 0
                 server_idle[process] = []
                 client_idle[process] = []
+                comms[process] = set()
         states[process][_STATE_INDEX[item.state]] += 1
+        comms[process].add(sock.comm)
         if sock.keepalive:
             keepalive[process] += 1
         if sock.idle_seconds is not None:
@@ -80,6 +83,7 @@ def summarise(target: TargetSnapshot, top: int) -> TargetSummary:
                 min_headroom=smallest.get(process),
                 server_idle=tuple(server_idle[process]),
                 client_idle=tuple(client_idle[process]),
+                comms=tuple(sorted({utf8_label(comm) for comm in comms[process]})),
             )
             for process in sorted(states)
         },

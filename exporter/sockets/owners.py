@@ -15,10 +15,12 @@ import os
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import psutil
 
 from exporter.deadline import Deadline
+from exporter.sockets.appname import CMDLINE_LIMIT, application_name, interpreter, split_cmdline
 
 UNKNOWN_PROCESS = "unknown"
 # How long an inode that a full scan could not find is left alone. Such inodes usually
@@ -47,15 +49,39 @@ NOT_VISIBLE = "not_visible"
 WITHOUT_OWNER_REASONS = (NO_PERMISSION, NOT_VISIBLE)
 
 
+class ProcessName(NamedTuple):
+    """How a process is named: ``process``, the application it runs (the label; see
+    exporter.sockets.appname), and ``comm``, its plain name as psutil gives it."""
+
+    process: str
+    comm: str
+
+
+UNKNOWN = ProcessName(UNKNOWN_PROCESS, UNKNOWN_PROCESS)
+
+
 @dataclass(frozen=True, slots=True)
 class Owner:
     pid: int
     fd: int
-    process: str
+    process: str  # the application (the `process` label)
+    comm: str  # the plain process name, e.g. python3 or java
 
 
 def _socket_link(inode: int) -> str:
     return f"{_SOCKET_LINK_PREFIX}{inode}]"
+
+
+def _read_cmdline(path: str) -> list[str]:
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(CMDLINE_LIMIT)
+    except OSError:
+        return []
+    words = split_cmdline(raw)
+    if len(raw) == CMDLINE_LIMIT and words:
+        words.pop()  # cut off at the limit: the last word is not whole
+    return words
 
 
 def _read_text(path: str) -> str | None:
@@ -77,7 +103,7 @@ def parse_stat(text: str) -> tuple[int, str] | None:
 
 
 class ProcessNames:
-    """pid -> process name, cached per process incarnation so that a reused pid is not
+    """pid -> ProcessName, cached per process incarnation so that a reused pid is not
     given its predecessor's name.
 
     One read of /proc/PID/stat per pid and call gives the incarnation (the start time
@@ -85,36 +111,40 @@ class ProcessNames:
     itself (prctl PR_SET_NAME) is renamed here too. Names come from psutil, which
     completes a comm cut at 15 characters from the command line; psutil only knows the
     real /proc, so with another proc_root (and whenever psutil fails) the name is comm.
+    An interpreter's process (python3, java, node, ...) is named after what it runs, from
+    its /proc/PID/cmdline, read once per incarnation.
     """
 
     def __init__(self, proc_root: str = "/proc") -> None:
         self._root = proc_root
         self._use_psutil = os.path.realpath(proc_root) == "/proc"
-        self._cache: dict[int, tuple[tuple[int, str], str]] = {}
+        self._cache: dict[int, tuple[tuple[int, str], ProcessName]] = {}
 
     def _identity(self, pid: int) -> tuple[int, str] | None:
         stat = _read_text(f"{self._root}/{pid}/stat")
         return None if stat is None else parse_stat(stat)
 
-    def _lookup(self, pid: int, comm: str) -> str:
+    def _lookup(self, pid: int, comm: str) -> ProcessName:
+        name = comm or UNKNOWN_PROCESS
         if self._use_psutil:
-            try:
-                return psutil.Process(pid).name()
-            except psutil.Error:
-                pass
-        return comm or UNKNOWN_PROCESS
+            with contextlib.suppress(psutil.Error):
+                name = psutil.Process(pid).name() or name
+        if interpreter(name) is None:
+            return ProcessName(name, name)  # most processes: no command line to read
+        argv = _read_cmdline(f"{self._root}/{pid}/cmdline")
+        return ProcessName(application_name(name, argv), name)
 
     def identity(self, pid: int) -> tuple[int, str] | None:
         """(start time, comm) of the process now; None if it is gone or not ours to see."""
         return self._identity(pid)
 
-    def name(self, pid: int) -> str:
+    def name(self, pid: int) -> ProcessName:
         return self.name_for(pid, self._identity(pid))
 
-    def name_for(self, pid: int, identity: tuple[int, str] | None) -> str:
+    def name_for(self, pid: int, identity: tuple[int, str] | None) -> ProcessName:
         """The name of the process whose identity ``identity(pid)`` has just given."""
         if identity is None:
-            return UNKNOWN_PROCESS  # the process is gone, or we may not look at it
+            return UNKNOWN  # the process is gone, or we may not look at it
         cached = self._cache.get(pid)
         if cached is not None and cached[0] == identity:
             return cached[1]
@@ -335,8 +365,14 @@ class OwnerMap:
                 identities[pid] = names.identity(pid)
             name = names.name_for(pid, identities[pid])
             owner = previous.get(inode)
-            if owner is None or owner.pid != pid or owner.fd != fd or owner.process != name:
-                owner = Owner(pid, fd, name)
+            if (
+                owner is None
+                or owner.pid != pid
+                or owner.fd != fd
+                or owner.process != name.process
+                or owner.comm != name.comm
+            ):
+                owner = Owner(pid, fd, *name)
             owners[inode] = owner
         pids = {owner.pid for owner in owners.values()}
         self._identities = {

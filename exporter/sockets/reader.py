@@ -77,6 +77,7 @@ def _gone(memory: _Remembered, now: float) -> Socket:
         pid=owner.pid,
         process=owner.process,
         gone=True,
+        comm=owner.comm,
     )
 
 
@@ -152,18 +153,20 @@ class SocketReader:
         append = sockets.append
         owner_of = owners.get
         new_socket = tuple.__new__  # Socket(...) without its Python-level __new__
-        unknown = (None, UNKNOWN_PROCESS, False)
+        unknown = (None, UNKNOWN_PROCESS, False, UNKNOWN_PROCESS)
         owned: list[Socket] = []
         keep = owned.append
         unowned: list[KernelSocket] = []
-        # Runs once per socket: a Socket is the kernel row plus (pid, process, gone).
+        # Runs once per socket: a Socket is the kernel row plus (pid, process, gone, comm).
         for row in rows:
             owner = owner_of(row.inode)
             if owner is None:
                 append(new_socket(Socket, row + unknown))
                 unowned.append(row)
             else:
-                current = new_socket(Socket, (*row, owner.pid, owner.process, False))
+                current = new_socket(
+                    Socket, (*row, owner.pid, owner.process, False, owner.comm)
+                )
                 append(current)
                 keep(current)
         # Sockets that have just left the kernel's table while owned: remembered now.

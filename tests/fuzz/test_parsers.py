@@ -14,6 +14,7 @@ import ipaddress
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import struct
@@ -54,6 +55,7 @@ from exporter.model import (
 from exporter.sessions.credentials import ConfigError, load_credentials, read_my_cnf
 from exporter.sessions.sources import row_to_session, rows_to_sessions
 from exporter.sockets import netlink
+from exporter.sockets.appname import MAX_LENGTH, application_name, split_cmdline
 from exporter.sockets.kernel import KernelSocket
 from exporter.sockets.procnet import parse_proc_net_tcp
 from exporter.web.config import WebConfig, WebConfigError, load_web_config
@@ -645,6 +647,38 @@ def test_fleet_documents_only_raise_fleet_format_error(document: Any, via_json: 
     assert all(n is None or math.isfinite(n) for n in numbers), numbers
 
 
+# --- process command lines -------------------------------------------------------------
+
+SAFE_LABEL = re.compile(rf"[A-Za-z0-9_.:/@+-]{{1,{MAX_LENGTH}}}")
+interpreter_names = st.sampled_from(["python3", "python3.11", "pypy3", "node", "java", "ruby",
+                                     "perl", "php8.2", "mariadb", "demo-worker"])
+# Words a command line may hold: every option the parser knows of, and hostile text.
+cmdline_words = st.one_of(
+    hostile_text,
+    st.sampled_from(["-m", "-c", "-W", "-X", "-", "--", "-jar", "-cp", "--module", "-m", "@a",
+                     "-r", "-e", "-I", "-f", "-d", "-S", "-um", "-wle", "-mx", "..", "/", ".",
+                     "a/manage.py", "x.jar", "--module=a/", "-Wx", "-dx=1", "--require=x"]),
+)
+
+
+def assert_safe_label(name: str, label: str) -> None:
+    # The process's own name (rendered as it always was), or a short label in safe
+    # characters that is not just punctuation.
+    assert label == name or (SAFE_LABEL.fullmatch(label) and label.strip("._/-:")), label
+
+
+@FUZZ
+@given(interpreter_names, st.lists(cmdline_words, max_size=12))
+def test_application_names_are_short_and_safe(name: str, words: list[str]) -> None:
+    assert_safe_label(name, application_name(name, [name, *words]))
+
+
+@FUZZ
+@given(interpreter_names, st.binary(max_size=400))
+def test_application_names_from_raw_command_lines(name: str, raw: bytes) -> None:
+    assert_safe_label(name, application_name(name, split_cmdline(raw)))
+
+
 # --- rendering hostile names ------------------------------------------------------------
 
 name_text = st.one_of(
@@ -666,7 +700,7 @@ def hostile_snapshots(draw: st.DrawFn) -> tuple[Snapshot, list[tuple[str, str, s
         sockets.append(Socket(Endpoint("10.0.0.9", port), Endpoint("10.0.0.5", 3306),
                               draw(st.sampled_from([TcpState.ESTABLISHED, TcpState.CLOSE_WAIT])),
                               inode=port, uid=0, idle_seconds=idle, pid=100 + index,
-                              process=process))
+                              process=process, comm=draw(name_text)))
         if draw(st.booleans()):
             sessions.append(Session(index + 1, Endpoint("10.0.0.9", port), user, db, command,
                                     idle))

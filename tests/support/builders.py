@@ -39,6 +39,7 @@ def sock(
     gone: bool = False,
     keepalive: bool = False,
     remote: Endpoint = DB,
+    comm: str | None = None,
 ) -> Socket:
     return Socket(
         local=Endpoint(ip, port),
@@ -51,6 +52,7 @@ def sock(
         pid=pid,
         process=process,
         gone=gone,
+        comm=comm if comm is not None else process,
     )
 
 

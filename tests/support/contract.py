@@ -32,6 +32,7 @@ PROMETHEUS_SERIES = frozenset({"up", "scrape_duration_seconds", "scrape_samples_
 FREE_LABEL_VALUES = {
     "target": "db:3306",
     "process": "worker",
+    "comm": "python3",
     "pid": "4242",
     "session_id": "17",
     "user": "app",

@@ -75,6 +75,26 @@ def test_contract_metrics_and_values() -> None:
     assert value(samples, "mysql_idle_headroom_threshold_seconds", **t) == 60
 
 
+def test_process_info_gives_the_plain_process_names_behind_each_label() -> None:
+    sockets = [
+        sock(5000)._replace(process="shop/manage.py", comm="python3"),
+        sock(5001)._replace(process="celery", comm="python3"),
+        sock(5002)._replace(process="celery", comm="python3.11"),
+        sock(5003)._replace(process="celery", comm="python3.11"),
+        sock(5004, process="go-app")._replace(comm="go-app"),
+    ]
+    samples = render(snapshot_of(sockets, view()))
+    info = {labels: found for (name, labels), found in samples.items()
+            if name == "mysql_idle_process_info"}
+    t = ("target", "db:3306")
+    assert info == {
+        (("comm", "python3"), ("process", "shop/manage.py"), t): 1,
+        (("comm", "python3"), ("process", "celery"), t): 1,
+        (("comm", "python3.11"), ("process", "celery"), t): 1,
+        (("comm", "go-app"), ("process", "go-app"), t): 1,
+    }
+
+
 def test_down_target_has_up_zero_and_socket_metrics_still_flow() -> None:
     samples = render(snapshot_of([sock(5000), sock(5001, state=TcpState.CLOSE_WAIT)],
                                  view(ok=False)))

@@ -15,11 +15,13 @@ import pytest
 from exporter.deadline import Deadline
 from exporter.model import Endpoint, TcpState
 from exporter.sockets import owners as owners_module
+from exporter.sockets.appname import application_name
 from exporter.sockets.kernel import KernelSocket
 from exporter.sockets.owners import (
     DEFAULT_NEGATIVE_TTL,
     Owner,
     OwnerMap,
+    ProcessName,
     ProcessNames,
     parse_stat,
 )
@@ -46,7 +48,10 @@ def inode_of(sock: socket.socket | int) -> int:
     return os.fstat(sock if isinstance(sock, int) else sock.fileno()).st_ino
 
 
-MY_NAME = psutil.Process().name()
+# This process's label and comm: pytest, or python3 running `-m pytest` (labelled pytest).
+MY_NAME = ProcessName(
+    application_name(psutil.Process().name(), psutil.Process().cmdline()), psutil.Process().name()
+)
 
 
 def test_resolves_this_process_sockets(pair: tuple[socket.socket, socket.socket]) -> None:
@@ -54,8 +59,8 @@ def test_resolves_this_process_sockets(pair: tuple[socket.socket, socket.socket]
     owners = OwnerMap()
     found = owners.resolve({inode_of(left), inode_of(right), 0}, soon())
     assert found == {
-        inode_of(left): Owner(os.getpid(), left.fileno(), MY_NAME),
-        inode_of(right): Owner(os.getpid(), right.fileno(), MY_NAME),
+        inode_of(left): Owner(os.getpid(), left.fileno(), *MY_NAME),
+        inode_of(right): Owner(os.getpid(), right.fileno(), *MY_NAME),
     }
     assert owners.scans == 1
 
@@ -91,7 +96,7 @@ def test_a_scan_stops_at_the_deadline_and_proves_nothing(tree: Path) -> None:
     assert owners.resolve({555}, Deadline(0.0)) == {}  # a deadline already past
     assert owners.scans == 1 and owners.scans_cut_short == 1
     # Not taken for "no such owner": the next call scans again, and finds it.
-    assert owners.resolve({555}, soon()) == {555: Owner(100, 3, "worker")}
+    assert owners.resolve({555}, soon()) == {555: Owner(100, 3, "worker", "worker")}
     assert owners.scans == 2
 
 
@@ -120,7 +125,7 @@ def test_still_holds(pair: tuple[socket.socket, socket.socket]) -> None:
     owner = owners.resolve({inode}, soon())[inode]
     assert owners.still_holds(owner, inode)
     assert not owners.still_holds(owner, inode_of(right))
-    assert not owners.still_holds(Owner(2**22 + 12345, owner.fd, "x"), inode)
+    assert not owners.still_holds(Owner(2**22 + 12345, owner.fd, "x", "x"), inode)
     left.close()
     assert not owners.still_holds(owner, inode)
 
@@ -140,19 +145,22 @@ def test_psutil_names_are_cached_per_process(
     assert names.name(os.getpid()) == MY_NAME
     assert names.name(os.getpid()) == MY_NAME
     assert calls == [os.getpid()]
-    assert names.name(2**22 + 12345) == "unknown"
+    assert names.name(2**22 + 12345) == ("unknown", "unknown")
 
 
 # --- a fake /proc tree -------------------------------------------------------------------
 
 
-def fake_process(root: Path, pid: int, comm: str, start: int, fds: dict[str, str]) -> None:
+def fake_process(
+    root: Path, pid: int, comm: str, start: int, fds: dict[str, str], cmdline: bytes = b""
+) -> None:
     directory = root / str(pid)
     (directory / "fd").mkdir(parents=True, exist_ok=True)
     # Fields 3..24 of proc(5); the start time is field 22.
     fields = ["S", *["0"] * 18, str(start), "0", "0"]
     (directory / "stat").write_text(f"{pid} ({comm}) {' '.join(fields)}\n")
     (directory / "comm").write_text(comm + "\n")
+    (directory / "cmdline").write_bytes(cmdline)
     for fd, target in fds.items():
         (directory / "fd" / fd).symlink_to(target)
 
@@ -192,8 +200,8 @@ def tree(tmp_path: Path) -> Path:
 def test_fake_tree_resolution_skips_everything_odd(tree: Path) -> None:
     owners = OwnerMap(str(tree))
     assert owners.resolve({555, 556, 557, 558, 777, 0}, soon()) == {
-        555: Owner(100, 3, "worker"),
-        558: Owner(101, 9, "odd) (name"),
+        555: Owner(100, 3, "worker", "worker"),
+        558: Owner(101, 9, "odd) (name", "odd) (name"),
     }
     assert owners.scans == 1
 
@@ -211,7 +219,7 @@ def test_shared_socket_goes_to_the_lowest_pid_and_the_scan_stops_early(
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(owners_module.os, "open", counting)
-    assert OwnerMap(str(tree)).resolve({555}, soon()) == {555: Owner(9, 8, "parent")}
+    assert OwnerMap(str(tree)).resolve({555}, soon()) == {555: Owner(9, 8, "parent", "parent")}
     assert opened == [f"{tree}/9/fd"]
 
 
@@ -224,7 +232,8 @@ def test_unreadable_processes_are_skipped(tree: Path, monkeypatch: pytest.Monkey
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(owners_module.os, "open", guarded)
-    assert OwnerMap(str(tree)).resolve({555, 558}, soon()) == {555: Owner(100, 3, "worker")}
+    found = OwnerMap(str(tree)).resolve({555, 558}, soon())
+    assert found == {555: Owner(100, 3, "worker", "worker")}
 
 
 def test_a_reused_pid_gets_its_new_name(tree: Path) -> None:
@@ -241,7 +250,7 @@ def test_vanished_owner_is_dropped_and_stat_less_owner_is_unknown(tree: Path) ->
     owners = OwnerMap(str(tree))
     assert 555 in owners.resolve({555}, soon())
     (tree / "100" / "stat").unlink()
-    assert owners.resolve({555}, soon()) == {555: Owner(100, 3, "unknown")}
+    assert owners.resolve({555}, soon()) == {555: Owner(100, 3, "unknown", "unknown")}
     (tree / "100" / "fd" / "3").unlink()
     assert owners.resolve({555}, soon()) == {}
 
@@ -255,7 +264,7 @@ def test_negative_results_expire_and_are_forgotten_when_not_asked(tree: Path) ->
     assert owners.resolve({777}, soon()) == {}
     assert owners.scans == 1
     clock.now += 5
-    assert owners.resolve({777}, soon()) == {777: Owner(400, 6, "late")}
+    assert owners.resolve({777}, soon()) == {777: Owner(400, 6, "late", "late")}
     assert owners.scans == 2
     # Memory is only for what was last asked: an inode asked again after a pause is
     # looked up afresh, not taken from a stale entry.
@@ -271,7 +280,7 @@ def test_other_users_processes_are_skipped_silently(
 ) -> None:
     """A real permission boundary: a child that became `nobody` cannot read our fds."""
     theirs = inode_of(pair[0])
-    held = Owner(os.getpid(), pair[0].fileno(), MY_NAME)
+    held = Owner(os.getpid(), pair[0].fileno(), *MY_NAME)
     reader, writer = os.pipe()
     child = os.fork()
     if child == 0:  # runs in the child, which reports through the pipe
@@ -315,7 +324,10 @@ def test_other_users_processes_are_skipped_silently(
 
 def test_trusted_owners_are_confirmed_in_turns(tree: Path) -> None:
     owners = OwnerMap(str(tree), recheck_every=4)
-    expected = {555: Owner(100, 3, "worker"), 558: Owner(101, 9, "odd) (name")}
+    expected = {
+        555: Owner(100, 3, "worker", "worker"),
+        558: Owner(101, 9, "odd) (name", "odd) (name"),
+    }
     assert owners.resolve({555, 558}, soon()) == expected
     assert (owners.scans, owners.confirmations) == (1, 0)
     for _ in range(4):
@@ -345,14 +357,14 @@ def test_a_trusted_owner_that_renames_itself_is_renamed_at_once(tree: Path) -> N
     (tree / "100" / "stat").write_text(
         (tree / "100" / "stat").read_text().replace("(worker)", "(renamed)"))
     found = owners.resolve({555, 558}, soon())
-    assert found[555] == Owner(100, 3, "renamed")
+    assert found[555] == Owner(100, 3, "renamed", "renamed")
     assert found[558] is unchanged  # the other process's owner is handed out as it was
     assert owners.resolve({555}, soon())[555].process == "renamed"
 
 
 def test_a_moved_descriptor_is_found_within_one_round_of_turns(tree: Path) -> None:
     owners = OwnerMap(str(tree), recheck_every=4)
-    assert owners.resolve({555}, soon()) == {555: Owner(100, 3, "worker")}
+    assert owners.resolve({555}, soon()) == {555: Owner(100, 3, "worker", "worker")}
     (tree / "100" / "fd" / "3").unlink()
     (tree / "100" / "fd" / "7").symlink_to("socket:[555]")  # dup2(3, 7); close(3)
     seen = [owners.resolve({555}, soon())[555].fd for _ in range(4)]
@@ -380,3 +392,76 @@ def test_the_reader_trusts_owners_but_still_sees_them_go(
     assert gone.gone and gone.inode == inode
     pair[0].close()
     assert reader.read(soon()).sockets == ()
+
+
+# --- interpreters are named after what they run ------------------------------------------
+
+
+def test_interpreters_are_named_after_their_program_and_keep_their_comm(tmp_path: Path) -> None:
+    fake_process(tmp_path, 10, "python3", 1, {"3": "socket:[501]"},
+                 b"python3\0/srv/shop/manage.py\0runserver\0")
+    fake_process(tmp_path, 11, "python3", 1, {"3": "socket:[502]"},
+                 b"/usr/bin/python3\0-m\0celery\0worker\0")
+    fake_process(tmp_path, 12, "java", 1, {"3": "socket:[503]"},
+                 b"java\0-Xmx64m\0-cp\0/usr/share/java/*\0com.example.Main\0")
+    fake_process(tmp_path, 13, "node", 1, {"3": "socket:[504]"}, b"node\0api.js\0")
+    fake_process(tmp_path, 14, "mariadb", 1, {"3": "socket:[505]"}, b"mariadb\0-h\0db\0")
+    fake_process(tmp_path, 15, "python3", 1, {"3": "socket:[506]"}, b"")  # no command line
+    assert OwnerMap(str(tmp_path)).resolve({501, 502, 503, 504, 505, 506}, soon()) == {
+        501: Owner(10, 3, "shop/manage.py", "python3"),
+        502: Owner(11, 3, "celery", "python3"),
+        503: Owner(12, 3, "com.example.Main", "java"),
+        504: Owner(13, 3, "api.js", "node"),
+        505: Owner(14, 3, "mariadb", "mariadb"),
+        506: Owner(15, 3, "python3", "python3"),
+    }
+
+
+def test_a_command_line_is_read_once_per_incarnation_and_only_for_interpreters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+    real = owners_module._read_cmdline
+
+    def counting(path: str) -> list[str]:
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(owners_module, "_read_cmdline", counting)
+    fake_process(tmp_path, 10, "python3", 1, {"3": "socket:[501]"}, b"python3\0a.py\0")
+    fake_process(tmp_path, 11, "mariadb", 1, {"3": "socket:[502]"}, b"mariadb\0")
+    for recheck_every in (1, 4):
+        reads.clear()
+        owners = OwnerMap(str(tmp_path), recheck_every=recheck_every)
+        for _ in range(5):
+            assert owners.resolve({501, 502}, soon())[501].process == "a.py"
+        assert reads == [f"{tmp_path}/10/cmdline"]
+    # The pid is reused by another interpreter: its command line is read anew.
+    fake_process(tmp_path, 10, "python3", 2, {}, b"python3\0b.py\0")
+    assert owners.resolve({501}, soon())[501].process == "b.py"
+    # The process renames itself: its new name is the label, no command line is read.
+    fake_process(tmp_path, 10, "nightly", 2, {}, b"python3\0b.py\0")
+    assert owners.resolve({501}, soon())[501] == Owner(10, 3, "nightly", "nightly")
+    assert len(reads) == 2
+
+
+def test_a_command_line_cut_at_the_read_limit_loses_its_last_word(tmp_path: Path) -> None:
+    huge = b"python3\0" + b"a" * owners_module.CMDLINE_LIMIT + b".py\0"
+    fake_process(tmp_path, 10, "python3", 1, {"3": "socket:[501]"}, huge)
+    fake_process(tmp_path, 11, "python3", 1, {"3": "socket:[502]"},
+                 b"python3\0-W\0" + b"a" * (owners_module.CMDLINE_LIMIT - 14) + b"\0w.py\0")
+    found = OwnerMap(str(tmp_path)).resolve({501, 502}, soon())
+    assert found[501].process == "python3"  # not a label made of the cut word
+    assert found[502].process == "python3"  # cut in w.py: not named "w."
+
+
+def test_this_process_is_named_from_the_real_proc(pair: tuple[socket.socket, socket.socket]
+                                                  ) -> None:
+    owner = OwnerMap().resolve({inode_of(pair[0])}, soon())[inode_of(pair[0])]
+    comm = Path("/proc/self/comm").read_text().strip()
+    assert owner.comm == psutil.Process().name() and owner.comm.startswith(comm)
+    argv = Path("/proc/self/cmdline").read_bytes().split(b"\0")[:-1]
+    if comm.startswith("python"):  # run as `python -m pytest`
+        assert owner.process == "pytest", argv
+    else:  # run as the pytest script: the kernel named the process after it
+        assert owner.process == owner.comm == "pytest", argv

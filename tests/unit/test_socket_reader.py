@@ -19,12 +19,15 @@ from exporter.addresses import endpoint
 from exporter.deadline import Deadline
 from exporter.model import Endpoint, Socket, TcpState
 from exporter.sockets import netlink
+from exporter.sockets.appname import application_name
 from exporter.sockets.kernel import KernelSocket
 from exporter.sockets.owners import OwnerMap
 from exporter.sockets.reader import Dump, SocketReader, SocketReading, Source
 from tests.support.builders import soon
 
-MY_NAME = psutil.Process().name()
+MY_COMM = psutil.Process().name()
+# pytest, whether run as its script or as `python -m pytest`.
+MY_NAME = application_name(MY_COMM, psutil.Process().cmdline())
 
 
 class FakeClock:
@@ -67,6 +70,7 @@ class Connection:
             pid=os.getpid(),
             process=MY_NAME,
             gone=False,
+            comm=MY_COMM,
         )
         return base._replace(**changes)
 
@@ -248,6 +252,6 @@ def test_rejects_bad_ports() -> None:
 
 
 def test_a_socket_is_its_kernel_row_plus_owner() -> None:
-    # The reader builds each Socket by appending (pid, process, gone) to the kernel's row.
+    # The reader builds each Socket by appending (pid, process, gone, comm) to the kernel's row.
     assert Socket._fields[: len(KernelSocket._fields)] == KernelSocket._fields
-    assert Socket._fields[len(KernelSocket._fields):] == ("pid", "process", "gone")
+    assert Socket._fields[len(KernelSocket._fields):] == ("pid", "process", "gone", "comm")
