@@ -80,7 +80,9 @@ class SnapshotCollector(Collector):
 
     def _up(self, targets: Sequence[TargetSnapshot]) -> Iterator[Metric]:
         up = GaugeMetricFamily(
-            "mysql_idle_up", "1 if the last server-side read succeeded.", labels=["target"]
+            "mysql_idle_up",
+            "1 if the server answered at this scrape (its read, or between reads its ping).",
+            labels=["target"],
         )
         for t in targets:
             up.add_metric([t.target], 1.0 if t.server is not None and t.server.ok else 0.0)
@@ -282,6 +284,11 @@ class SnapshotCollector(Collector):
             "SQL statements sent to the server.",
             labels=["target"],
         )
+        pings = CounterMetricFamily(
+            "mysql_idle_server_pings",
+            "Liveness checks (COM_PING, no statement) sent between server reads.",
+            labels=["target"],
+        )
         internal = CounterMetricFamily(
             "mysql_idle_internal_errors",
             "Reads and collections that failed from a bug in the exporter, not from the "
@@ -303,10 +310,11 @@ class SnapshotCollector(Collector):
             reads.add_metric([target], float(counts.reads))
             errors.add_metric([target], float(counts.read_errors))
             queries.add_metric([target], float(counts.queries))
+            pings.add_metric([target], float(counts.pings))
             internal.add_metric([target], float(counts.internal_errors))
             resolve_failures.add_metric([target], float(report.resolve.failures))
             addresses.add_metric([target], float(len(report.resolve.addresses)))
-        yield from (reads, errors, queries, internal, resolve_failures, addresses)
+        yield from (reads, errors, queries, pings, internal, resolve_failures, addresses)
         socket_errors = CounterMetricFamily(
             "mysql_idle_socket_read_errors",
             "Collections whose socket listing failed (the first one's traceback is logged).",

@@ -273,6 +273,8 @@ class ReadCounts:
     internal_errors: int = 0
     # SQL statements sent to the server, connect-time ones included.
     queries: int = 0
+    # Liveness checks (COM_PING) sent between reads.
+    pings: int = 0
 
 
 @dataclass(frozen=True, slots=True)

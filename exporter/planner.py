@@ -217,6 +217,13 @@ def accepts_early(plan: Plan, early_ips: frozenset[str]) -> bool:
     return plan.reason is not None and not plan.new_connection and plan.client_ips <= early_ips
 
 
+def settle_ping(state: TargetState, plan: Plan, failed: ServerView) -> TargetState:
+    """The state after a collection that read nothing but found the server gone (its
+    liveness check failed): the next collection reads again; what the last good read
+    knew, and whom it asked about, stays."""
+    return replace(state, last_view=failed, saw_new_connection=plan.new_connection)
+
+
 def settle(
     state: TargetState, plan: Plan, view: ServerView | None
 ) -> tuple[TargetState, tuple[Socket, ...]]:

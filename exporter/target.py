@@ -87,7 +87,30 @@ def collect_target(
             view, server_seconds = timed_read(
                 target.sessions, plan.client_ips, deadline, fresh=plan.fresh
             )
+    elif addresses:
+        # No read due: the last one still describes the sessions, but the server may have
+        # gone since. A ping (no statement) keeps mysql_idle_up true at every scrape.
+        started = time.perf_counter()
+        failed = target.sessions.ping(deadline)
+        server_seconds = time.perf_counter() - started
+        if failed is not None:
+            state = planner.settle_ping(state, plan, failed)
+            return _correlated(target, state, plan.sockets, plan, deadline, policy, top,
+                               server_seconds)
     state, sockets = planner.settle(state, plan, view)
+    return _correlated(target, state, sockets, plan, deadline, policy, top, server_seconds)
+
+
+def _correlated(
+    target: Target,
+    state: TargetState,
+    sockets: Sequence[Socket],
+    plan: planner.Plan,
+    deadline: Deadline,
+    policy: ReadPolicy,
+    top: int,
+    server_seconds: float,
+) -> TargetOutcome:
     started = time.perf_counter()
     snapshot, memory = correlate(
         target.name, sockets, state.last_view, policy.settings, state.memory, deadline.now(),

@@ -202,6 +202,7 @@ class ServerConnection:
         self._closed = False
         self.info: ConnectionInfo | None = None
         self.queries_sent = 0  # statements sent, the connect-time ones included
+        self.pings = 0  # COM_PINGs sent (liveness checks between reads)
         self.connects = 0  # successful connects
         self.connect_seconds = 0.0  # total time spent connecting
 
@@ -233,6 +234,35 @@ class ServerConnection:
                 if attempt == 2 or deadline.remaining() < _MIN_RETRY_SECONDS:
                     raise
                 log.debug("%s:%s: connection lost (%s), reconnecting", self.host, self.port, exc)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def ping(self, *, deadline: Deadline) -> None:
+        """Whether the server answers, at the least cost to it: a COM_PING on the open
+        connection (no statement, no processlist), or a login when there is none. A lost
+        connection is re-opened once, within the same deadline; raises ServerError when
+        the server does not answer."""
+        for attempt in (1, 2):
+            conn = self._conn
+            if conn is None or not conn.open:
+                self._open(deadline)  # a login answers the question too
+                return
+            remaining = self._remaining(deadline, "pinging")
+            conn.set_io_timeout(remaining)
+            self.pings += 1
+            try:
+                conn.ping(reconnect=False)
+                return
+            except (pymysql.err.MySQLError, OSError) as exc:
+                code = _code(exc)
+                self._drop()
+                if _timed_out(exc):
+                    raise ServerTimeout(f"ping timed out after {remaining:.1f}s",
+                                        code=code) from None
+                if attempt == 2 or deadline.remaining() < _MIN_RETRY_SECONDS:
+                    raise ConnectionLost(f"connection lost: {self._describe(exc)}",
+                                         code=code) from None
+                log.debug("%s:%s: ping failed (%s), reconnecting", self.host, self.port,
+                          self._describe(exc))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:

@@ -74,8 +74,35 @@ class SessionReader:
         return self._lock.locked()
 
     def counts(self) -> ReadCounts:
-        """Reads so far, and the statements sent, connect-time ones included."""
-        return self._tally.counts(queries=self.connection.queries_sent)
+        """Reads so far, the statements sent (connect-time ones included) and the pings."""
+        return self._tally.counts(queries=self.connection.queries_sent,
+                                  pings=self.connection.pings)
+
+    def ping(self, deadline: Deadline) -> ServerView | None:
+        """Between reads: whether the server still answers (a COM_PING on the open
+        connection, a login if there is none). None when it does, or when another read is
+        under way (that read will say); a failed view otherwise, logged like a failed
+        read."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if self._closed:
+                return None
+            try:
+                self.connection.ping(deadline=deadline)
+            except ServerError as exc:
+                view = self._failed(str(exc), {}, deadline)
+                self._note(view)
+                return view
+            except Exception as exc:  # a ping never raises: a bug is reported and counted
+                self._report_bug(exc)
+                view = self._failed(f"internal error: {type(exc).__name__}", {}, deadline,
+                                    internal=True)
+                self._tally.record(view)
+                return view
+            return None
+        finally:
+            self._lock.release()
 
     def read(
         self, client_ips: frozenset[str] | None, deadline: Deadline, *, fresh: bool = False

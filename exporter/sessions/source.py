@@ -28,8 +28,14 @@ class SessionSource(Protocol):
         stamped on the deadline's clock."""
         ...
 
+    def ping(self, deadline: Deadline) -> ServerView | None:
+        """Whether the server is still there between reads, at next to no cost to it:
+        None when it answers (or when this source cannot tell without a read), else a
+        failed view saying why."""
+        ...
+
     def counts(self) -> ReadCounts:
-        """Reads so far, failed ones, those failed from a bug, statements sent."""
+        """Reads so far, failed ones, those failed from a bug, statements and pings sent."""
         ...
 
     def close(self) -> None: ...
@@ -53,11 +59,12 @@ class ReadTally:
                 if view.internal_error:
                     self._internal += 1
 
-    def counts(self, queries: int = 0) -> ReadCounts:
+    def counts(self, queries: int = 0, pings: int = 0) -> ReadCounts:
         with self._lock:
             return ReadCounts(
                 reads=self._reads,
                 read_errors=self._errors,
                 internal_errors=self._internal,
                 queries=queries,
+                pings=pings,
             )

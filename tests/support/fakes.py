@@ -84,6 +84,9 @@ class FakeSessions:
         self.deadlines: list[Deadline] = []
         self.release = threading.Event()
         self.started = threading.Event()
+        self.pings = 0
+        # A ping's answer: None (the server answers) or why it does not.
+        self.down: str | None = None
 
     def read(
         self, client_ips: frozenset[str] | None, deadline: Deadline, *, fresh: bool = False
@@ -107,8 +110,16 @@ class FakeSessions:
             self.errors += 1
         return view
 
+    def ping(self, deadline: Deadline) -> ServerView | None:
+        """Alive unless ``down`` says why not."""
+        self.pings += 1
+        if self.down is None:
+            return None
+        return ServerView(target="db:3306", ok=False, error=self.down, read_at=deadline.now())
+
     def counts(self) -> ReadCounts:
-        return ReadCounts(reads=self.reads, read_errors=self.errors, queries=self.queries_sent)
+        return ReadCounts(reads=self.reads, read_errors=self.errors, queries=self.queries_sent,
+                          pings=self.pings)
 
     def close(self) -> None:
         self.release.set()

@@ -265,3 +265,28 @@ def test_a_hanging_resolver_starves_nobody(caplog: pytest.LogCaptureFixture) -> 
     assert hung.reads == 0  # its server is never asked: its connect would hang too
     warnings = [r for r in caplog.records if "cannot resolve hung.example" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_between_reads_a_ping_keeps_up_true_to_the_scrape() -> None:
+    sessions = FakeSessions(reading(sess(1, 5000)))
+    engine, _, clock = engine_with([sock(5000, idle=1)], sessions, interval=30)
+    collect(engine)
+    clock.advance(1)
+    second = collect(engine)
+    assert (sessions.reads, sessions.pings) == (1, 1)  # no read due: a ping, no statement
+    assert second.targets[0].server is not None and second.targets[0].server.ok
+    # The server goes away between reads: the very next scrape says so ...
+    sessions.down = "connection lost: (2013) Lost connection to server during query"
+    clock.advance(1)
+    third = collect(engine)
+    server = third.targets[0].server
+    assert server is not None and not server.ok and "2013" in (server.error or "")
+    assert [i.state for i in third.targets[0].items] == [State.UNMATCHED]
+    # ... and the next one reads the server again rather than trust the old read.
+    sessions.down = None
+    clock.advance(1)
+    fourth = collect(engine)
+    engine.close()
+    assert sessions.reads == 2
+    assert fourth.targets[0].server is not None and fourth.targets[0].server.ok
+    assert fourth.reports[0].counts.pings == 2

@@ -59,6 +59,9 @@ class DirectSessions:
         server.read_started.set()
         return view(*seen, read_at=deadline.now())
 
+    def ping(self, deadline: Deadline) -> ServerView | None:
+        return None
+
     def counts(self) -> ReadCounts:
         return ReadCounts(reads=self.server.reads)
 

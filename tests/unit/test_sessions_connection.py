@@ -77,6 +77,14 @@ class FakeConnection:
     def cursor(self) -> FakeCursor:
         return FakeCursor(self)
 
+    def ping(self, reconnect: bool = True) -> None:
+        assert reconnect is False  # ServerConnection reconnects itself, within the deadline
+        self.statements.append("COM_PING")
+        outcome = FakeConnection.script.pop(0)
+        if isinstance(outcome, BaseException):
+            self.open = False
+            raise outcome
+
 
 class FakeCursor:
     def __init__(self, conn: FakeConnection) -> None:
@@ -274,3 +282,37 @@ def test_clear_text_plugins_are_refused(secure: bool, allowed: bool, refused: st
     with pytest.raises(pymysql.err.OperationalError) as info:
         real._process_auth(b"mysql_clear_password", None)
     assert info.value.args[0] == 2059 and refused in info.value.args[1]
+
+
+def test_a_ping_sends_no_statement_and_reconnects_once_when_lost() -> None:
+    conn = make()
+    conn.connect(soon(1.0))
+    FakeConnection.script = [None]
+    conn.ping(deadline=soon(1.0))
+    (first,) = FakeConnection.instances
+    assert first.statements[-1] == "COM_PING" and conn.pings == 1
+    queries = conn.queries_sent
+    # Lost (a KILL, the server's timeout): one reconnect, whose login answers the question.
+    FakeConnection.script = [lost()]
+    conn.ping(deadline=soon(1.0))
+    assert len(FakeConnection.instances) == 2 and conn.connects == 2
+    assert conn.queries_sent > queries  # the login's own statements, no ping statement
+
+
+def test_a_ping_that_times_out_is_a_timeout_not_retried() -> None:
+    conn = make()
+    conn.connect(soon(1.0))
+    FakeConnection.script = [timed_out()]
+    with pytest.raises(ServerTimeout, match="ping timed out"):
+        conn.ping(deadline=soon(1.0))
+    assert len(FakeConnection.instances) == 1
+
+
+def test_a_server_that_is_gone_fails_the_ping() -> None:
+    conn = make()
+    conn.connect(soon(1.0))
+    FakeConnection.script = [lost()]
+    FakeConnection.connect_error = pymysql.err.OperationalError(
+        2003, "Can't connect to MySQL server on '127.0.0.1' ([Errno 111] Connection refused)")
+    with pytest.raises(ConnectFailed, match="Connection refused"):
+        conn.ping(deadline=soon(1.0))
