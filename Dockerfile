@@ -41,6 +41,14 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 COPY --from=builder /opt/venv /opt/venv
 
+# Where --state.dir points in the Helm chart, writable by whatever uid the exporter runs as
+# (1777, like /tmp and like a Kubernetes emptyDir): a volume mounted there that takes the
+# image's mode (podman's emptyDir, a docker named volume) then is too, under a read-only
+# root file system.
+RUN mkdir -p /var/lib/mysql-idle-exporter \
+    && chown 65532:65532 /var/lib/mysql-idle-exporter \
+    && chmod 1777 /var/lib/mysql-idle-exporter
+
 # A numeric uid, so Kubernetes' runAsNonRoot can verify it without /etc/passwd.
 USER 65532:65532
 EXPOSE 9864

@@ -13,10 +13,11 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
-from exporter import __version__
+from exporter import __version__, persistence
 from exporter.config import Config, UsageError, fail, parse_config
 from exporter.deadline import Clock
 from exporter.drops import DropRecorder
@@ -25,6 +26,7 @@ from exporter.fleet import FLEET_PASSWORD_ENV, FLEET_PATH
 from exporter.fleet.server import FleetServer
 from exporter.logs import setup_logging
 from exporter.model import Settings
+from exporter.persistence import SavedState, StateKeeper
 from exporter.planner import ReadPolicy
 from exporter.resolver import AddressBook
 from exporter.sessions.credentials import PASSWORD_ENV, ConfigError, load_credentials
@@ -89,11 +91,15 @@ class Exporter:
     fleet: FleetServer | None = None
     # The drops of the last hour, fed by every collection (the status page shows them).
     drops: DropRecorder | None = None
+    # --state.dir: what is kept across restarts.
+    keeper: StateKeeper | None = None
 
     def close(self) -> None:
         self.engine.close()
         if self.fleet is not None:
             self.fleet.close()
+        if self.keeper is not None:
+            self.keeper.close()
 
 
 def build_exporter(
@@ -119,11 +125,30 @@ def build_exporter(
         risk_headroom=config.risk_headroom, network_idle_timeout=config.network_idle_timeout
     )
     drops = DropRecorder(clock=clock)
+    keeper: StateKeeper | None = None
+    remembered = None
+    if config.state_dir is not None:
+        directory, boot = Path(config.state_dir), persistence.boot_id()
+        if not (directory.is_dir() and os.access(directory, os.W_OK | os.X_OK)):
+            raise UsageError(f"--state.dir {config.state_dir!r} is not an existing directory "
+                             "the exporter may write to")
+        remembered = persistence.read(directory, boot)
+        if remembered is not None:
+            sockets.restore(remembered.sockets)
+            log.info("remembered %d sockets from the last run (%s)",
+                     len(remembered.sockets.held) + len(remembered.sockets.gone), directory)
+        keeper = StateKeeper(
+            directory,
+            lambda: SavedState(boot, sockets.memory(), engine.counted_drops()),
+            clock=clock,
+        )
 
     def collected() -> None:
         if on_collected is not None:
             on_collected()
         drops.observe(engine.last_snapshot)
+        if keeper is not None:
+            keeper.after_collection()
 
     engine = Engine(
         targets,
@@ -133,6 +158,7 @@ def build_exporter(
         top_sessions=config.sessions_top,
         clock=clock,
         on_collected=collected,
+        counted=persistence.counted_at_start(remembered, [t.name for t in targets]),
     )
     fleet = None
     if config.fleet_serve:
@@ -142,7 +168,7 @@ def build_exporter(
             interval=config.server_interval,
             fresh_interval=config.fleet_fresh_interval,
         )
-    return Exporter(engine, fleet, drops)
+    return Exporter(engine, fleet, drops, keeper)
 
 
 def password_warning(config: Config, environ: Mapping[str, str]) -> str | None:

@@ -20,8 +20,10 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from exporter import planner
+from exporter.correlate import Memory
 from exporter.deadline import Clock, Deadline
 from exporter.model import (
+    ConnectionKey,
     ReadCounts,
     ResolveStatus,
     ServerView,
@@ -85,10 +87,16 @@ class Engine:
         top_sessions: int = 20,
         clock: Clock = time.monotonic,
         on_collected: Callable[[], None] | None = None,
+        counted: Mapping[str, frozenset[ConnectionKey]] | None = None,
     ) -> None:
         """``on_collected`` runs on the event loop after every collection (the command
-        line uses it for garbage collection, see exporter.cli)."""
-        self._watched = [_Watched(t, TargetState()) for t in targets]
+        line uses it for garbage collection, see exporter.cli). ``counted``: per target,
+        drops an earlier run of the exporter counted already (exporter.persistence)."""
+        counted = counted or {}
+        self._watched = [
+            _Watched(t, TargetState(memory=Memory(dropped=counted.get(t.name, frozenset()))))
+            for t in targets
+        ]
         self._sockets = sockets
         self._policy = policy
         self._addresses = addresses if addresses is not None else AddressBook(clock=clock)
@@ -120,6 +128,11 @@ class Engine:
     @property
     def last_snapshot(self) -> Snapshot | None:
         return self._last
+
+    def counted_drops(self) -> dict[str, frozenset[ConnectionKey]]:
+        """Per target, the connections whose drop has been counted (and are still seen):
+        what a restart must not count again."""
+        return {w.target.name: w.state.memory.dropped for w in self._watched}
 
     async def collect(self, deadline: Deadline) -> Snapshot:
         """A fresh snapshot, shared with every scrape that arrives while it is being made.

@@ -12,6 +12,7 @@ from typing import Literal
 
 from exporter.deadline import Clock, Deadline
 from exporter.model import Socket, TcpState
+from exporter.persistence import SocketMemory
 from exporter.sockets import netlink
 from exporter.sockets.kernel import KernelSocket
 from exporter.sockets.owners import (
@@ -120,6 +121,26 @@ class SocketReader:
         self._last_present: set[int] = set()
         self._gone: dict[int, _Remembered] = {}
         self._advised: set[str] = set()  # reasons already logged (see _ADVICE)
+
+    def memory(self) -> SocketMemory:
+        """What this reader remembers between reads (for exporter.persistence). Call it
+        between reads."""
+        last_owners = self._last_owners
+        return SocketMemory(
+            held=tuple((sock, last_owners[sock.inode]) for sock in self._last),
+            seen_at=self._last_at,
+            gone=tuple(self._gone.values()),
+        )
+
+    def restore(self, memory: SocketMemory) -> None:
+        """Take up what an earlier run remembered, as if its last read had been this
+        reader's: a held socket missing from the next read's table is then reported gone
+        while its owner still holds it (checked then, descriptor and inode)."""
+        self._last = [sock for sock, _ in memory.held]
+        self._last_owners = {sock.inode: owner for sock, owner in memory.held}
+        self._last_present = {sock.inode for sock, _ in memory.held}
+        self._last_at = memory.seen_at
+        self._gone = {sock.inode: (sock, owner, at) for sock, owner, at in memory.gone}
 
     def _list(self, deadline: Deadline) -> tuple[list[KernelSocket], str]:
         if self._use_netlink:

@@ -132,6 +132,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         ["--bogus"],
         ["--fleet.fresh-interval=soon"],
         ["--fleet.serve", "--fleet.fresh-interval=1m"],
+        ["--state.dir=/nonexistent/state"],
     ],
 )
 def test_the_command_exits_2_with_one_line(args: list[str]) -> None:
@@ -168,3 +169,15 @@ def test_help_lists_the_contract_flags() -> None:
     assert "300s" in result.stdout and "NaN" in result.stdout
     assert "canonical form" in " ".join(result.stdout.split())
     assert "MYSQL_IDLE_EXPORTER_PASSWORD" in result.stdout
+
+
+def test_a_state_directory_is_taken_as_given(tmp_path) -> None:
+    assert parse_config([f"--state.dir={tmp_path}"]).state_dir == str(tmp_path)
+    assert parse_config([]).state_dir is None
+
+
+@pytest.mark.parametrize("path", ["/nonexistent/state", "/etc/hostname"])
+def test_a_state_directory_must_exist_and_be_writable(path: str) -> None:
+    config = parse_config(["--mysql.user=u", f"--state.dir={path}"])
+    with pytest.raises(UsageError, match="not an existing directory"):
+        build_exporter(config, {"MYSQL_IDLE_EXPORTER_PASSWORD": "pw"})

@@ -55,6 +55,9 @@ Otherwise metrics carry `process="unknown"` and mysql_idle_sockets_without_owner
 {{- end }}
 - --sessions.top={{ .Values.exporter.sessionsTop }}
 - --server.interval={{ .Values.exporter.serverInterval }}
+{{- if .Values.exporter.keepState }}
+- --state.dir=/var/lib/mysql-idle-exporter
+{{- end }}
 {{- with .Values.exporter.logLevel }}
 - --log.level={{ . }}
 {{- end }}
@@ -110,6 +113,10 @@ Otherwise metrics carry `process="unknown"` and mysql_idle_sockets_without_owner
   volumeMounts:
     - name: mysql-idle-exporter-tmp
       mountPath: /tmp
+    {{- if .Values.exporter.keepState }}
+    - name: mysql-idle-exporter-state
+      mountPath: /var/lib/mysql-idle-exporter
+    {{- end }}
     {{- if and (include "mysql-idle-exporter.hasCredentials" .) (eq .Values.auth.type "myCnf") }}
     - name: mysql-idle-exporter-auth
       mountPath: /etc/mysql-idle-exporter/auth
@@ -125,6 +132,11 @@ Otherwise metrics carry `process="unknown"` and mysql_idle_sockets_without_owner
 - name: mysql-idle-exporter-tmp
   emptyDir:
     sizeLimit: 16Mi
+{{- if .Values.exporter.keepState }}
+- name: mysql-idle-exporter-state
+  emptyDir:
+    sizeLimit: 16Mi
+{{- end }}
 {{- if and (include "mysql-idle-exporter.hasCredentials" .) (eq .Values.auth.type "myCnf") }}
 - name: mysql-idle-exporter-auth
   secret:
