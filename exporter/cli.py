@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import os
@@ -35,12 +36,15 @@ from exporter.sessions.reader import SessionReader
 from exporter.sessions.source import SessionSource
 from exporter.sockets.reader import SocketReader
 from exporter.target import Target
+from exporter.timeouts import EXPORTER_COMM
 from exporter.web.app import WebOptions, build_app
 from exporter.web.config import WebConfig, WebConfigError
 from exporter.web.listener import Listener, ListenLimits, raise_fd_limit
 from exporter.web.reload import WebConfigWatcher
 
 log = logging.getLogger("exporter")
+
+PR_SET_NAME = 15  # prctl(2)
 
 # Cyclic garbage collection thresholds for a running exporter (CPython defaults: 700, 10,
 # 10). A collection at 10,000 sessions allocates some 100,000 small container objects
@@ -270,8 +274,17 @@ def reload_on_sighup(options: WebOptions) -> None:
         options.watcher.reload("SIGHUP")
 
 
+def name_process(name: str = EXPORTER_COMM) -> None:
+    """Name this process (its comm) so that another exporter on the host knows its sessions
+    for what they are: under the year-long wait_timeout the exporter sets for itself, never
+    at risk (exporter.timeouts). Best effort: Linux only."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+
+
 def run(argv: Sequence[str]) -> int:
     raise_fd_limit()
+    name_process()
     try:
         config = parse_config(argv)
         setup_logging(config.log_level, config.log_format)

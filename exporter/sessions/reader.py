@@ -10,13 +10,14 @@ when the connection is (re)opened.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import traceback
 from decimal import Decimal
 
 from exporter.deadline import Deadline
-from exporter.model import Endpoint, ReadCounts, ServerView, Session
+from exporter.model import Endpoint, Flavor, ReadCounts, ServerView, Session
 from exporter.sessions import compact, sources
 from exporter.sessions.connection import (
     ConnectionInfo,
@@ -263,6 +264,14 @@ class SessionReader:
                 self._up = True
             elif view.source != self._source:
                 log.info("%s: source now %s", self.target, view.source)
+            if view.source != self._source and information_schema_deprecated(view):
+                # Once per change of source, not per read: the server warns (1287) at every
+                # read, and the operator can act on it once.
+                log.warning(
+                    "%s: reading information_schema.PROCESSLIST, which MySQL %s deprecates "
+                    "(warning 1287) and builds under a global mutex; GRANT SELECT ON "
+                    "performance_schema.* to the exporter's user for "
+                    "performance_schema.processlist", self.target, view.version)
             self._source = view.source
             return
         if self._up is not False:
@@ -313,3 +322,12 @@ def _seconds(value: object) -> float | None:
         return float(value)
     except (ValueError, ArithmeticError):
         return None
+
+
+def information_schema_deprecated(view: ServerView) -> bool:
+    """MySQL 8.0.22+ deprecates information_schema.PROCESSLIST for
+    performance_schema.processlist."""
+    if view.flavor is not Flavor.MYSQL or view.source != Source.INFORMATION_SCHEMA.value:
+        return False
+    numbers = re.match(r"(\d+)\.(\d+)\.(\d+)", view.version)
+    return numbers is not None and tuple(map(int, numbers.groups())) >= (8, 0, 22)

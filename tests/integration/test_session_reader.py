@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -551,3 +552,30 @@ def test_read_is_fast(reader: SessionReader, clients: Callable[..., Connection])
         assert len(view.sessions) >= 20
     timings.sort()
     assert timings[len(timings) // 2] < 0.05, timings
+
+
+def test_information_schema_on_mysql_is_said_to_be_deprecated_once(
+    db_server: TestServer, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """performance_schema.processlist is the default where it exists; information_schema
+    (asked for here, as it is without SELECT on performance_schema) is the fallback, and on
+    MySQL 8.0.22+ its deprecation is said once, not at every read."""
+    user = db_server.create_user(f"ps_{secrets.token_hex(4)}")
+    db_server.execute(f"GRANT SELECT ON performance_schema.* TO '{user.user}'@'%'")
+    default = make_reader(db_server, user)
+    fallback = make_reader(db_server, user, prefer="information_schema")
+    try:
+        with caplog.at_level(logging.INFO, logger="exporter.sessions"):
+            source = ok(default.read(None, soon(5.0))).source
+            for _ in range(3):
+                ok(fallback.read(None, soon(5.0)))
+    finally:
+        default.close()
+        fallback.close()
+    said = [r for r in caplog.records if "deprecates" in r.getMessage()]
+    if db_server.is_mysql:
+        assert source == "performance_schema.processlist"
+        assert len(said) == 1 and "performance_schema.processlist" in said[0].getMessage()
+    else:  # MariaDB deprecates nothing here (its performance_schema is OFF in the tests)
+        assert source == "information_schema"
+        assert said == []

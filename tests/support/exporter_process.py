@@ -122,8 +122,10 @@ class Worker:
     packages through PYTHONPATH, since it cannot tell its virtualenv from that name)."""
 
     def __init__(self, name: str, host: str, port: int, user: str, password: str,
-                 connections: int = 1) -> None:
+                 connections: int = 1, *, interactive: bool = False) -> None:
         env = {**os.environ, "WORKER_PASSWORD": password}
+        if interactive:
+            env["WORKER_INTERACTIVE"] = "1"
         argv0, extra = sys.executable, {}
         if len(name.encode()) > 15:
             argv0, extra = name, {"executable": sys.executable}

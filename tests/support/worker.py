@@ -4,9 +4,10 @@
     (password from WORKER_PASSWORD)
 
 Commands, one per line: `query I` runs SELECT 1 on connection I and prints `ok I` or
-`error I CODE`; `busy I SECONDS` starts SELECT SLEEP on connection I in a thread; `ports`
-prints the local ports; `exit` quits. It names its process NAME so the exporter's process
-label can be checked.
+`error I CODE`; `sql I STATEMENT` runs that statement instead; `busy I SECONDS` starts
+SELECT SLEEP on connection I in a thread; `ports` prints the local ports; `exit` quits. It
+names its process NAME so the exporter's process label can be checked. WORKER_INTERACTIVE=1
+makes its connections interactive clients.
 """
 
 from __future__ import annotations
@@ -22,9 +23,13 @@ import pymysql
 def main(argv: list[str]) -> int:
     name, host, port, user, count = argv[0], argv[1], int(argv[2]), argv[3], int(argv[4])
     ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)
+    # WORKER_INTERACTIVE=1: connect as an interactive client (CLIENT_INTERACTIVE, as the
+    # mysql/mariadb command-line clients do): the server then applies interactive_timeout.
+    flags = pymysql.constants.CLIENT.INTERACTIVE if os.environ.get("WORKER_INTERACTIVE") else 0
     connections = [
         pymysql.connect(host=host, port=port, user=user, password=os.environ.get(
-            "WORKER_PASSWORD", ""), autocommit=True, ssl_disabled=True, connect_timeout=5)
+            "WORKER_PASSWORD", ""), autocommit=True, ssl_disabled=True, connect_timeout=5,
+            client_flag=flags)
         for _ in range(count)
     ]
     for connection in connections:
@@ -40,6 +45,14 @@ def main(argv: list[str]) -> int:
         if words[0] == "ports":
             print(" ".join(str(c._sock.getsockname()[1]) if c._sock else "-"
                            for c in connections), flush=True)
+        elif words[0] == "sql":  # sql I STATEMENT...: any statement on connection I
+            index, statement = int(words[1]), line.split(None, 2)[2]
+            try:
+                with connections[index].cursor() as cursor:
+                    cursor.execute(statement)
+                print(f"ok {index}", flush=True)
+            except pymysql.err.Error as error:
+                print(f"error {index} {error.args[0]}", flush=True)
         elif words[0] == "query":
             index = int(words[1])
             try:

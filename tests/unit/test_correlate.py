@@ -75,6 +75,20 @@ CASES = [
           sock(5002, state=TcpState.LAST_ACK)], view(), []),
     Case("unix-socket sessions never match", [sock(5000)], view(sess(1, None)),
          [State.UNMATCHED]),
+    # view(): wait_timeout 600, interactive_timeout 28800.
+    Case("the command-line client is judged by interactive_timeout",
+         [sock(5000, idle=590, process="mariadb")], view(sess(1, 5000, idle=590)),
+         [State.IDLE], [28210.0]),
+    Case("another exporter's session is never at risk",
+         [sock(5000, idle=590, process="mysql-idle-expo")], view(sess(1, 5000, idle=590)),
+         [State.IDLE], [31_536_000 - 590.0]),
+    Case("alive on the server past wait_timeout: interactive_timeout",
+         [sock(5000, idle=700)], view(sess(1, 5000, idle=700)), [State.IDLE], [28100.0]),
+    Case("a transaction limit governs a session idle inside a transaction",
+         [sock(5000, idle=20)],
+         view(sess(1, 5000)._replace(transaction_seconds=25.0, rows_modified=1),
+              idle_write_transaction_timeout=60.0),
+         [State.AT_RISK], [40.0]),
     Case("without tcp_info the server idle plus the read's age is used",
          [sock(5000, idle=None)], view(sess(1, 5000, idle=500), read_at=NOW - 20),
          [State.AT_RISK], [80.0], settings=Settings(risk_headroom=90.0)),
@@ -181,3 +195,17 @@ def test_inputs_are_not_changed() -> None:
     assert (sockets, server, memory) == before
     assert dict(memory.items) == dict(before[2].items)
     assert dict(memory.dropped_totals) == dict(before[2].dropped_totals)
+
+
+def test_what_the_server_showed_is_remembered_while_the_connection_lives() -> None:
+    # Seen idle past wait_timeout at a read: judged by interactive_timeout from then on,
+    # also at later collections between reads (the kernel's idle time only).
+    _, memory = correlate("db", [sock(5000, idle=700)], view(sess(1, 5000, idle=700)),
+                          SETTINGS, Memory(), NOW)
+    snap, memory = correlate("db", [sock(5000, idle=710)], view(sess(1, 5000, idle=700)),
+                             SETTINGS, memory, NOW + 10)
+    assert snap.items[0].headroom_seconds == pytest.approx(28090.0)
+    assert set(memory.outlived) == {connection_key(sock(5000))}
+    # Forgotten with the connection.
+    _, memory = correlate("db", [], view(), SETTINGS, memory, NOW + 20)
+    assert memory.outlived == {}
