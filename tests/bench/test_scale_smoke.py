@@ -60,6 +60,11 @@ def test_scale_benchmark_at_200_sessions(tmp_path: Path, db_flavor: str) -> None
     assert level["queries_per_scrape"]["interval_0"]["Questions"] <= 2
     assert level["queries_per_scrape"]["default_interval"]["Questions"] == 0
     assert level["series"]["exporter_per_session"] <= 20
-    assert level["concurrent"]["ok"] == 10 and level["concurrent"]["collections"] == 1
+    # Ten scrapes sent at once share collections. How many collections depends on speed: at
+    # 200 sessions one takes about 15 ms, and a loaded machine may start a scrape's thread
+    # after it ended (seen: 2). That one collection serves every scrape that arrives while
+    # it runs is proven without timing in tests/security/test_concurrency.py (a frozen
+    # server holds the collection) and tests/unit/test_engine.py.
+    assert level["concurrent"]["ok"] == 10 and 1 <= level["concurrent"]["collections"] < 10
     assert len(level["rss_over_scrapes"]) >= 2 and level["rss_mib"]["exporter_steady"] > 0
     assert f"results in {out}" in run.stderr
