@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +17,25 @@ NOT_INSTALLED = (
     "MariaDB is not installed (mariadbd, mariadb-install-db): "
     "run 'apt-get install mariadb-server' as root"
 )
+
+
+def run_as_group(command: Sequence[str], *, timeout: float) -> subprocess.CompletedProcess[bytes]:
+    """subprocess.run in a process group of its own, and the whole group killed if the run
+    is interrupted (a stop signal raised as an exception, a timeout).
+
+    mariadb-install-db is a shell script that starts a bootstrap mariadbd: subprocess.run
+    kills only the script, and the orphaned server would go on writing into a datadir that
+    is being removed (the demo, stopped while it starts, left it behind)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+    return subprocess.CompletedProcess(list(command), process.returncode, stdout, stderr)
 
 
 class MariaDBUnavailable(ServerUnavailable):
@@ -40,7 +62,7 @@ def install_datadir(datadir: Path, tmpdir: Path, args: Sequence[str] = ()) -> No
     to its bootstrap server."""
     _, install = binaries()
     tmpdir.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
+    result = run_as_group(
         [
             install,
             "--no-defaults",
@@ -51,7 +73,6 @@ def install_datadir(datadir: Path, tmpdir: Path, args: Sequence[str] = ()) -> No
             *as_root(),
             *args,
         ],
-        capture_output=True,
         timeout=120,
     )
     if result.returncode != 0:
