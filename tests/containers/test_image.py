@@ -2,8 +2,8 @@
 read-only root file system, and its start-up time to the first /metrics answer.
 
 Costs (this machine): the base image once per machine (debootstrap, about 50 s; cached in
-.tools/images/), then per run its import (about 5 s) and the build (about 15 s, PyPI
-included); the run test about 2 s.
+~/.cache/mysql-idle-exporter/images/), then per run its import (about 5 s) and the build
+(about 15 s, PyPI included); the run test about 2 s.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Soak: about 150 s of connection churn while the real exporter is scraped every 0.5 s.
+"""Soak: about 75 s of connection churn while the real exporter is scraped every 0.5 s.
 
 Four stand-in applications open and close sessions all the time (short ones of 1-3 s,
 long ones of 20-60 s) on a server whose wait_timeout is 10 s, so the server drops some of
@@ -8,7 +8,9 @@ must not trend upwards; and at a quiet moment at the end, every socket it report
 one the kernel really has: per application, the sum over the six states equals the
 ESTABLISHED and CLOSE_WAIT sockets to the server's port that `ss` shows for it.
 
-SOAK_SECONDS in the environment shortens or lengthens the churn (default 135 s)."""
+SOAK_SECONDS in the environment shortens or lengthens the churn (default 60 s, which keeps
+the whole suite within its time budget; before a release, run it longer, for example
+`SOAK_SECONDS=600 .venv/bin/pytest tests/security/test_soak.py`)."""
 
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from tests.support.scrapes import states, summary
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.soak, pytest.mark.timeout(400)]
 
-CHURN_SECONDS = float(os.environ.get("SOAK_SECONDS", "135"))
+CHURN_SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
 WARM_UP_SECONDS = min(20.0, CHURN_SECONDS / 5)
 WORKERS = 4
 SLOTS = 15
@@ -216,7 +218,8 @@ def test_soak_connection_churn(mariadb_factory: MariaDBFactory,
 
     # The churn really happened, and the server dropped held sessions along the way.
     opened = sum(w.stats.get("sessions", 0) for w in workers)
-    assert opened >= 300, [w.stats for w in workers]
+    # About 4 sessions a second opened in all (300 in the 135 s this test once took).
+    assert opened >= 2.2 * CHURN_SECONDS, [w.stats for w in workers]
     assert sum(w.stats.get("dropped_seen", 0) for w in workers) > 0, [w.stats for w in workers]
     assert max(s.dropped_total for s in scrapes) > 0
     assert any(s.by_state.get("dropped") for s in scrapes)

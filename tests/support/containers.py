@@ -3,14 +3,15 @@ base image that stands in for python:3.11-slim, and the project's image built fr
 Dockerfile.
 
     podman = Podman(workdir)                 # private config and storage under workdir
-    base = ensure_base_image(podman)         # debootstrap once, cached in .tools/images/
+    base = ensure_base_image(podman)         # debootstrap once, cached in ~/.cache
     image = build_image(podman, base)        # the Dockerfile, BASE_IMAGE=base
     ...
     podman.close()                           # removes every pod, container and image
 
 Only registries' packages are reachable here, never an image registry, so the base is made
 with `debootstrap --variant=minbase bookworm` (about 50 s) and kept as a tarball in
-`.tools/images/` (git-ignored) for later runs; `podman import` of it takes about 5 s. The
+`~/.cache/mysql-idle-exporter/images/` (`$XDG_CACHE_HOME` if set) for later runs, shared by
+every checkout on the machine; `podman import` of it takes about 5 s. The
 build reaches PyPI through the host's network (`--network host`); where an intercepting
 proxy signs HTTPS, the host's CA bundle is mounted into the build's RUN steps with a
 pip.conf that points pip at it. Neither ever lands in the image or the repository.
@@ -39,7 +40,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-IMAGES_DIR = REPO / ".tools" / "images"
+# Shared by every checkout on the machine, like the MySQL prefix (scripts/fetch-mysql.sh): a
+# fresh clone, CI's included, then pays the import and not the 50 s debootstrap.
+IMAGES_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") \
+    / "mysql-idle-exporter" / "images"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 DEBIAN_MIRROR = os.environ.get("MYSQL_IDLE_EXPORTER_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 
