@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from typing import Any
 
 from exporter.model import (
     ALL_STATES,
@@ -18,6 +19,8 @@ from exporter.model import (
     State,
     TargetSnapshot,
     TargetSummary,
+    TcpState,
+    TimeoutKind,
 )
 
 _STATE_INDEX = {state: index for index, state in enumerate(ALL_STATES)}
@@ -43,6 +46,13 @@ def summarise(target: TargetSnapshot, top: int) -> TargetSummary:
     client_idle: dict[str, list[float]] = {}
     comms: dict[str, set[str]] = {}
     with_headroom: list[Classified] = []
+    # Rare next to the rest (sessions asleep inside a transaction, limits other than the
+    # plain one, late keepalives): kept apart, per process, only where they occur.
+    in_transaction: list[Classified] = []
+    limits: dict[tuple[str, TimeoutKind | None], int] = {}
+    late: dict[str, int] = {}
+    network = target.settings.network_idle_timeout
+    established = TcpState.ESTABLISHED
     idle_states = (State.IDLE, State.AT_RISK)
     width = len(ALL_STATES)
     for item in target.items:
@@ -63,7 +73,16 @@ def summarise(target: TargetSnapshot, top: int) -> TargetSummary:
             keepalive[process] += 1
         if sock.idle_seconds is not None:
             client_idle[process].append(sock.idle_seconds)
+        if network is not None and sock.state is established and not sock.gone and (
+            sock.keepalive_probe_at is None or sock.keepalive_probe_at > network
+        ):
+            late[process] = late.get(process, 0) + 1
         if item.state in idle_states:
+            session = item.session
+            if session is not None and session.transaction_seconds is not None:
+                in_transaction.append(item)
+            key = (process, item.timeout_kind)
+            limits[key] = limits.get(key, 0) + 1
             if item.idle_seconds is not None:
                 server_idle[process].append(item.idle_seconds)
             headroom = item.headroom_seconds
@@ -75,6 +94,12 @@ def summarise(target: TargetSnapshot, top: int) -> TargetSummary:
     riskiest = heapq.nsmallest(
         top, with_headroom, key=lambda item: (item.headroom_seconds, item.socket.local)
     )
+    transactions = _transactions(in_transaction)
+    by_limit: dict[str, tuple[tuple[str, int], ...]] = {}
+    for (process, kind), count in sorted(limits.items(), key=lambda entry: (
+            entry[0][0], entry[0][1].value if entry[0][1] is not None else "")):
+        if kind is not None:
+            by_limit[process] = (*by_limit.get(process, ()), (kind.value, count))
     return TargetSummary(
         processes={
             process: ProcessTotals(
@@ -84,8 +109,40 @@ def summarise(target: TargetSnapshot, top: int) -> TargetSummary:
                 server_idle=tuple(server_idle[process]),
                 client_idle=tuple(client_idle[process]),
                 comms=tuple(sorted({utf8_label(comm) for comm in comms[process]})),
+                **transactions.get(process, {}),
+                limits=by_limit.get(process, ()),
+                keepalive_late=late.get(process, 0),
             )
             for process in sorted(states)
         },
         riskiest=tuple(riskiest),
+        transactions=tuple(heapq.nsmallest(
+            top, in_transaction, key=lambda item: (-_trx_age(item), item.socket.local))),
     )
+
+
+def _trx_age(item: Classified) -> float:
+    session = item.session
+    assert session is not None and session.transaction_seconds is not None
+    return session.transaction_seconds
+
+
+def _transactions(items: list[Classified]) -> dict[str, dict[str, Any]]:
+    """ProcessTotals' transaction fields, per process label, for these idle sessions
+    inside an open transaction."""
+    totals: dict[str, dict[str, Any]] = {}
+    for item in items:
+        session = item.session
+        assert session is not None and session.transaction_seconds is not None
+        entry = totals.setdefault(utf8_label(item.socket.process), {
+            "in_transaction": 0, "transaction_oldest": 0.0, "transaction_idle": 0.0,
+            "rows_locked": 0, "rows_modified": 0,
+        })
+        entry["in_transaction"] += 1
+        entry["transaction_oldest"] = max(entry["transaction_oldest"],
+                                          session.transaction_seconds)
+        idle = item.idle_seconds if item.idle_seconds is not None else session.idle_seconds
+        entry["transaction_idle"] = max(entry["transaction_idle"], idle)
+        entry["rows_locked"] += session.rows_locked
+        entry["rows_modified"] += session.rows_modified
+    return totals
