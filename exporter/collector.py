@@ -264,8 +264,8 @@ class SnapshotCollector(Collector):
         )
         for t, summary in summaries:
             counted: dict[tuple[str, str], int] = {}
-            for (process, cause), total in t.cause_totals.items():
-                key = (utf8_label(process), cause)
+            for (raw, why), total in t.cause_totals.items():
+                key = (utf8_label(raw), why)
                 counted[key] = counted.get(key, 0) + total
             processes = set(summary.processes) | {process for process, _ in counted}
             for process in sorted(processes):
