@@ -12,7 +12,8 @@ network path: the client's socket is still ESTABLISHED, the server's session is 
 - ``transaction_timeout``: the same, under MariaDB's idle_transaction_timeout,
   idle_readonly_transaction_timeout or idle_write_transaction_timeout.
 - ``network``: the limit that ran out was the path's (--network.idle-timeout), or the
-  socket became a phantom (the server's teardown never arrived).
+  socket became a phantom (the server's teardown never arrived), confirmed by a second
+  server read (a connection opened just after a read has no session in it yet).
 - ``killed``: dead before its limit (or while running a command), and the next server read
   shows the same server start time: a KILL, max_statement_time, an administrator.
 - ``restart``: dead before its limit, and the server's start time (from its Uptime, read
@@ -93,6 +94,10 @@ class CauseBook:
     # Connections counted as phantoms while still present: when such a socket is later
     # reset (dropped), its death is not counted a second time.
     phantoms: frozenset[ConnectionKey] = frozenset()
+    # Phantoms seen by one server read only, waiting for a later read to confirm them (a
+    # connection opened just after a read has no session in it yet): when that read was
+    # made, and the server's start time known before.
+    suspects: Mapping[ConnectionKey, tuple[float, float | None]] = field(default_factory=dict)
 
 
 def restarted(before: float | None, server: ServerView | None) -> bool | None:
@@ -151,6 +156,10 @@ def account(
     for key, process, previous in dropped:
         if key in book.phantoms:
             continue  # counted when it became a phantom
+        if previous is not None and previous.state is State.PHANTOM:
+            # A phantom not yet confirmed, reset meanwhile: the path's doing all the same.
+            count(process, Cause.RESTART if restart_now else Cause.NETWORK)
+            continue
         cause = dropped_cause(previous, previous_at, now, tolerance)
         if cause is None or cause is Cause.UNKNOWN:
             if restart_now:
@@ -161,9 +170,20 @@ def account(
         count(process, cause)
     for item in vanished:
         count(item.socket.process, timeout_cause(item.timeout_kind))
+    counted: set[ConnectionKey] = set()
+    suspects: dict[ConnectionKey, tuple[float, float | None]] = {}
+    read_at = server.read_at if server is not None and server.ok else None
     for key, process in phantoms.items():
-        if key not in book.phantoms:
-            count(process, Cause.RESTART if restart_now else Cause.NETWORK)
+        if key in book.phantoms or read_at is None:
+            continue
+        first = book.suspects.get(key)
+        if first is None:
+            suspects[key] = (read_at, before)
+        elif read_at > first[0]:  # a later read still has no session for it
+            count(process, Cause.RESTART if restarted(first[1], server) else Cause.NETWORK)
+            counted.add(key)
+        else:
+            suspects[key] = first
     # Earlier deaths decided by this read: a later start, or a read made after them.
     still: list[Pending] = []
     usable = server is not None and server.ok
@@ -183,5 +203,6 @@ def account(
         totals=totals,
         pending=tuple(still),
         started_at=started,
-        phantoms=frozenset(book.phantoms.intersection(keys) | phantoms.keys()),
+        phantoms=frozenset(book.phantoms.intersection(keys) | counted),
+        suspects=suspects,
     )

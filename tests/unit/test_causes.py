@@ -104,8 +104,17 @@ STORIES = [
            (NOW + 60, alive(70), read(NOW + 60)), (NOW + 90, reset(100), read(NOW + 90))],
           {"network": 1}),
     Story("phantoms after a restart are the restart's",
-          [(NOW, alive(), FIRST), (NOW + 30, alive(40), read(NOW + 30, started=NOW + 20))],
+          [(NOW, alive(), FIRST), (NOW + 30, alive(40), read(NOW + 30, started=NOW + 20)),
+           (NOW + 31, alive(41), read(NOW + 31, started=NOW + 20))],
           {"restart": 1}, dropped=0),
+    Story("a phantom in one read only is not counted (the next read has its session)",
+          [(NOW, alive(), FIRST), (NOW + 30, alive(40), read(NOW + 30)),
+           (NOW + 31, alive(41), FIRST), (NOW + 32, alive(42), read(NOW + 32, sess(1, 5000)))],
+          {}, dropped=0),
+    Story("a phantom not yet confirmed, then reset: network",
+          [(NOW, alive(), FIRST), (NOW + 30, alive(40), read(NOW + 30)),
+           (NOW + 31, reset(41), read(NOW + 30))],
+          {"network": 1}),
 ]
 
 
