@@ -30,7 +30,7 @@ by a collection after it, is counted as the timeout (collections are the resolut
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from exporter.model import Classified, ConnectionKey, ServerView, State, TimeoutKind
@@ -132,7 +132,7 @@ def account(
     dropped: Iterable[tuple[ConnectionKey, str, Classified | None]],
     vanished: Iterable[Classified],
     phantoms: Mapping[ConnectionKey, str],
-    present: Iterable[ConnectionKey],
+    present: Collection[ConnectionKey],
     previous_at: float,
     server: ServerView | None,
     now: float,
@@ -198,11 +198,13 @@ def account(
     started = book.started_at
     if usable and server is not None and server.started_at is not None:
         started = server.started_at
-    keys = frozenset(present)
+    # At 10,000 connections a collection: no set of them all is built unless phantoms were
+    # counted (usually none).
+    kept = book.phantoms.intersection(present) if book.phantoms else frozenset()
     return CauseBook(
         totals=totals,
         pending=tuple(still),
         started_at=started,
-        phantoms=frozenset(book.phantoms.intersection(keys) | counted),
+        phantoms=frozenset(kept | counted) if kept or counted else frozenset(),
         suspects=suspects,
     )
