@@ -9,6 +9,7 @@ connect (a session copies them at connect)."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 
@@ -163,6 +164,33 @@ def test_a_kill_and_a_restart_are_told_apart(db: Db) -> None:
                                                                        "restart": 1},
                            "the restart counted as a restart", timeout=10)
         assert one(metrics, "mysql_idle_sessions_dropped_total", process="victim") == 2
+    finally:
+        exporter.stop()
+        worker.close()
+
+
+def test_keepalive_armed_in_time_too_late_or_not_at_all(db: Db) -> None:
+    # Behind a path that forgets a flow after 300 s of silence.
+    exporter = ExporterProcess(
+        [f"--mysql.address={db.target}", "--mysql.user=exporter", "--server.interval=1s",
+         "--network.idle-timeout=300"], env={PASSWORD_ENV: db.password}).start()
+    worker = db.worker("pooled", connections=3)
+    try:
+        # PyMySQL arms keepalive with Linux's default first probe, 7200 s: left so on 2.
+        assert worker.send("keepalive 0 off") == "ok 0"
+        assert worker.send("keepalive 1 60") == "ok 1"  # TCP_KEEPIDLE below the limit
+        metrics = wait_for(exporter, lambda m: m.get("mysql_idle_sockets_keepalive",
+                                                     target=db.target, process="pooled") == 2,
+                           "two sockets with keepalive armed")
+        # The one without keepalive and the one probing after 7200 s are late.
+        assert one(metrics, "mysql_idle_sockets_keepalive_late", process="pooled") == 2
+        status, body = exporter.get("/status.json")
+        assert status == 200
+        probes = sorted(
+            (s["keepalive_probe_at_seconds"] or 0.0)
+            for t in json.loads(body)["targets"] for p in t["processes"]
+            if p["process"] == "pooled" for s in p["sessions"])
+        assert probes[0] == 0.0 and 59 <= probes[1] <= 60.1 and 7199 <= probes[2] <= 7200.1
     finally:
         exporter.stop()
         worker.close()
