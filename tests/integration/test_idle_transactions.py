@@ -19,9 +19,9 @@ from tests.support.exporter_process import ExporterProcess, Metrics, Worker
 from tests.support.scrapes import PASSWORD_ENV, create_users, states, summary, wait_for
 from tests.support.servers import TestServer, start_server
 
-# MariaDB: a write transaction idles 3 s at most, a read-only one 4 s, anything else 5 s.
+# MariaDB: a write transaction idles 4 s at most, a read-only one 5 s, anything else 6 s.
 # MySQL has no transaction limit: all three go at wait_timeout.
-WRITE, READONLY, WAIT = 3, 4, 5
+WRITE, READONLY, WAIT = 4, 5, 6
 HEADROOM = 1
 
 
