@@ -42,8 +42,10 @@ def fixed_snapshot() -> Snapshot:
                   flavor=Flavor.MARIADB, version="10.11.6-MariaDB",
                   source="performance_schema.threads", idle_transaction_timeout=300.0,
                   idle_write_transaction_timeout=120.0, read_at=NOW - 2.5)
-    # A first collection in which 5005 matched, so that it is a phantom now.
-    _, memory = correlate_sockets("db:3306", [sock(5005)], view(sess(5, 5005)), settings,
+    # A first collection in which 5005 matched, so that it is a phantom now, and 5004 idled
+    # 5 s from its wait_timeout, so that its reset now is counted as an idle_timeout.
+    _, memory = correlate_sockets("db:3306", [sock(5004, idle=595), sock(5005)],
+                                  view(sess(4, 5004, idle=595), sess(5, 5005)), settings,
                                   Memory(), NOW - 10)
     up, _ = correlate_sockets("db:3306", sockets, server, settings, memory, NOW)
     down, _ = correlate_sockets("other.example:3306",
