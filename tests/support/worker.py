@@ -7,9 +7,9 @@ Commands, one per line: `query I` runs SELECT 1 on connection I and prints `ok I
 `error I CODE`; `sql I STATEMENT` runs that statement instead; `busy I SECONDS` starts
 SELECT SLEEP on connection I in a thread; `keepalive I SECONDS` sets TCP keepalive's first
 probe on connection I's socket after SECONDS of silence (PyMySQL turns keepalive on with the
-kernel's default, 7200 s), `keepalive I off` turns it off; `ports` prints the local ports; `exit` quits. It
-names its process NAME so the exporter's process label can be checked. WORKER_INTERACTIVE=1
-makes its connections interactive clients.
+kernel's default, 7200 s), `keepalive I off` turns it off; `ports` prints the local ports;
+`exit` quits. It names its process NAME so the exporter's process label can be checked.
+WORKER_INTERACTIVE=1 makes its connections interactive clients.
 """
 
 from __future__ import annotations
