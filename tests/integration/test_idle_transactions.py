@@ -156,9 +156,12 @@ def test_a_kill_and_a_restart_are_told_apart(db: Db) -> None:
         [session] = [row[0] for row in db.server.execute(
             "SELECT ID FROM information_schema.PROCESSLIST"
             f" WHERE HOST LIKE '%:{port}' AND USER = 'app'")]
+        aborted = db.aborted_clients()
         db.server.execute(f"KILL {session}")
         wait_for(exporter, lambda m: causes(m, "victim") == {"killed": 1},
                  "the KILL counted as killed", timeout=5)
+        # Both servers count a KILLed session in Aborted_clients too (measured).
+        assert db.aborted_clients() - aborted == 1
         db.server.restart()
         metrics = wait_for(exporter, lambda m: causes(m, "victim") == {"killed": 1,
                                                                        "restart": 1},
