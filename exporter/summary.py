@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import Counter
 from typing import Any
 
 from exporter.model import (
@@ -20,7 +21,6 @@ from exporter.model import (
     TargetSnapshot,
     TargetSummary,
     TcpState,
-    TimeoutKind,
 )
 
 _STATE_INDEX = {state: index for index, state in enumerate(ALL_STATES)}
@@ -46,11 +46,12 @@ def summarise(target: TargetSnapshot, top: int) -> TargetSummary:
     client_idle: dict[str, list[float]] = {}
     comms: dict[str, set[str]] = {}
     with_headroom: list[Classified] = []
-    # Rare next to the rest (sessions asleep inside a transaction, limits other than the
-    # plain one, late keepalives): kept apart, per process, only where they occur.
+    # Sessions asleep inside a transaction, and late keepalives, are rare: kept apart, per
+    # process, only where they occur. Limits are listed by the kind's value (a str) and
+    # counted in C at the end, never keyed by the enum member: an Enum hashes in Python,
+    # which at 10,000 idle sessions costs more than the rest of this loop.
     in_transaction: list[Classified] = []
-    limits: dict[tuple[str, TimeoutKind | None], int] = {}
-    late: dict[str, int] = {}
+    limits: dict[str, list[str]] = {}
     network = target.settings.network_idle_timeout
     established = TcpState.ESTABLISHED
     idle_states = (State.IDLE, State.AT_RISK)
@@ -62,31 +63,36 @@ def summarise(target: TargetSnapshot, top: int) -> TargetSummary:
         if process is None:
             process = labels[raw] = utf8_label(raw)
             if process not in states:
-                states[process] = [0] * width
+                # The states' counts, then (one slot more) the late keepalives.
+                states[process] = [0] * (width + 1)
                 keepalive[process] = 0
                 server_idle[process] = []
                 client_idle[process] = []
                 comms[process] = set()
-        states[process][_STATE_INDEX[item.state]] += 1
+        counts = states[process]
+        counts[_STATE_INDEX[item.state]] += 1
         comms[process].add(sock.comm)
         if sock.keepalive:
             keepalive[process] += 1
         if sock.idle_seconds is not None:
             client_idle[process].append(sock.idle_seconds)
-        if network is not None and sock.state is established and not sock.gone and (
-            sock.keepalive_probe_at is None or sock.keepalive_probe_at > network
-        ):
-            late[process] = late.get(process, 0) + 1
+        if network is not None:
+            probe = sock.keepalive_probe_at
+            if (probe is None or probe > network) and sock.state is established and (
+                    not sock.gone):
+                counts[width] += 1
         if item.state in idle_states:
-            session = item.session
-            if session is not None and session.transaction_seconds is not None:
+            # Idle and at_risk items always have their session.
+            if item.session.transaction_seconds is not None:  # type: ignore[union-attr]
                 in_transaction.append(item)
-            key = (process, item.timeout_kind)
-            limits[key] = limits.get(key, 0) + 1
             if item.idle_seconds is not None:
                 server_idle[process].append(item.idle_seconds)
             headroom = item.headroom_seconds
-            if headroom is not None:
+            if headroom is not None:  # so timeout_kind is not None either
+                kinds = limits.get(process)
+                if kinds is None:
+                    kinds = limits[process] = []
+                kinds.append(item.timeout_kind._value_)  # type: ignore[union-attr]
                 with_headroom.append(item)
                 if headroom < smallest.get(process, math.inf):
                     smallest[process] = headroom
@@ -95,15 +101,12 @@ def summarise(target: TargetSnapshot, top: int) -> TargetSummary:
         top, with_headroom, key=lambda item: (item.headroom_seconds, item.socket.local)
     )
     transactions = _transactions(in_transaction)
-    by_limit: dict[str, tuple[tuple[str, int], ...]] = {}
-    for (process, kind), count in sorted(limits.items(), key=lambda entry: (
-            entry[0][0], entry[0][1].value if entry[0][1] is not None else "")):
-        if kind is not None:
-            by_limit[process] = (*by_limit.get(process, ()), (kind.value, count))
+    by_limit = {process: tuple(sorted(Counter(kinds).items()))
+                for process, kinds in limits.items()}
     return TargetSummary(
         processes={
             process: ProcessTotals(
-                states=tuple(states[process]),
+                states=tuple(states[process][:width]),
                 keepalive=keepalive[process],
                 min_headroom=smallest.get(process),
                 server_idle=tuple(server_idle[process]),
@@ -111,7 +114,7 @@ def summarise(target: TargetSnapshot, top: int) -> TargetSummary:
                 comms=tuple(sorted({utf8_label(comm) for comm in comms[process]})),
                 **transactions.get(process, {}),
                 limits=by_limit.get(process, ()),
-                keepalive_late=late.get(process, 0),
+                keepalive_late=states[process][width],
             )
             for process in sorted(states)
         },
