@@ -17,7 +17,8 @@ network path: the client's socket is still ESTABLISHED, the server's session is 
 - ``killed``: dead before its limit (or while running a command), and the next server read
   shows the same server start time: a KILL, max_statement_time, an administrator.
 - ``restart``: dead before its limit, and the server's start time (from its Uptime, read
-  at connect) moved: the server restarted in between.
+  at connect) moved: the server restarted in between (or the address now leads to another
+  server, a failover).
 - ``unknown``: nothing is known of the connection's life before it was seen dead (first
   seen so, never matched, or its limit unknown), and no restart was seen.
 
@@ -101,11 +102,12 @@ class CauseBook:
 
 
 def restarted(before: float | None, server: ServerView | None) -> bool | None:
-    """Whether ``server`` (a usable read) shows a later start than ``before``; None when
-    either is not known."""
+    """Whether ``server`` (a usable read) shows another start than ``before``: later after
+    a restart, earlier after a failover to a server that has run longer; None when either
+    is not known."""
     if before is None or server is None or not server.ok or server.started_at is None:
         return None
-    return server.started_at > before + RESTART_TOLERANCE_SECONDS
+    return abs(server.started_at - before) > RESTART_TOLERANCE_SECONDS
 
 
 def dropped_cause(previous: Classified | None, previous_at: float, now: float,
