@@ -15,6 +15,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.causes import ALL_CAUSES
 from exporter.model import ALL_STATES, Snapshot, TargetReport, TargetSnapshot, TargetSummary
 from exporter.sockets.owners import WITHOUT_OWNER_REASONS
 from exporter.summary import utf8_label
@@ -75,6 +76,8 @@ class SnapshotCollector(Collector):
         yield from self._headroom(summaries)
         yield from self._histograms(summaries)
         yield from self._drops(summaries)
+        yield from self._transactions(summaries)
+        yield from self._limits(summaries)
         yield self._without_owner()
         yield from self._self_metrics(reports)
 
@@ -91,7 +94,10 @@ class SnapshotCollector(Collector):
     def _server(self, targets: Sequence[TargetSnapshot]) -> Iterator[Metric]:
         timeouts = GaugeMetricFamily(
             "mysql_idle_wait_timeout_seconds",
-            "The server's global wait_timeout and interactive_timeout.",
+            "The server's global idle limits: wait_timeout (scope global), "
+            "interactive_timeout, and MariaDB's idle_transaction_timeout, "
+            "idle_readonly_transaction_timeout and idle_write_transaction_timeout (scopes "
+            "transaction, readonly_transaction, write_transaction; only where set).",
             labels=["target", "scope"],
         )
         info = GaugeMetricFamily(
@@ -141,6 +147,13 @@ class SnapshotCollector(Collector):
                 timeouts.add_metric([t.target, "global"], server.wait_timeout)
             if server.interactive_timeout is not None:
                 timeouts.add_metric([t.target, "interactive"], server.interactive_timeout)
+            for scope, value in (
+                ("transaction", server.idle_transaction_timeout),
+                ("readonly_transaction", server.idle_readonly_transaction_timeout),
+                ("write_transaction", server.idle_write_transaction_timeout),
+            ):
+                if value:
+                    timeouts.add_metric([t.target, scope], value)
             flavor = server.flavor.value if server.flavor is not None else "unknown"
             info.add_metric([t.target, flavor, server.version, server.source], 1.0)
             full.add_metric([t.target], 1.0 if server.full_view else 0.0)
@@ -242,6 +255,116 @@ class SnapshotCollector(Collector):
             for process in sorted(totals):
                 drops.add_metric([t.target, process], float(totals[process]))
         yield drops
+        causes = CounterMetricFamily(
+            "mysql_idle_sessions_dropped_by_cause",
+            "Sessions seen to die, by cause: idle_timeout, transaction_timeout, network "
+            "(the path's limit, or a phantom), killed, restart, unknown. Every drop of "
+            "mysql_idle_sessions_dropped_total once its cause is known, and phantoms.",
+            labels=["target", "process", "cause"],
+        )
+        for t, summary in summaries:
+            counted: dict[tuple[str, str], int] = {}
+            for (raw, why), total in t.cause_totals.items():
+                key = (utf8_label(raw), why)
+                counted[key] = counted.get(key, 0) + total
+            processes = set(summary.processes) | {process for process, _ in counted}
+            for process in sorted(processes):
+                for cause in ALL_CAUSES:
+                    causes.add_metric([t.target, process, cause.value],
+                                      float(counted.get((process, cause.value), 0)))
+        yield causes
+
+    def _transactions(self, summaries: Sequence[_Summarised]) -> Iterator[Metric]:
+        count = GaugeMetricFamily(
+            "mysql_idle_sessions_in_transaction",
+            "Matched sessions asleep inside an open InnoDB transaction: they hold its locks "
+            "and undo history while their process does something else.",
+            labels=["target", "process"],
+        )
+        oldest = GaugeMetricFamily(
+            "mysql_idle_transaction_oldest_seconds",
+            "Age of the oldest open transaction among a process's idle sessions.",
+            labels=["target", "process"],
+        )
+        idle = GaugeMetricFamily(
+            "mysql_idle_transaction_idle_seconds",
+            "Longest idle time among a process's sessions asleep inside a transaction.",
+            labels=["target", "process"],
+        )
+        locked = GaugeMetricFamily(
+            "mysql_idle_transaction_rows_locked",
+            "Rows locked by the open transactions of a process's idle sessions.",
+            labels=["target", "process"],
+        )
+        modified = GaugeMetricFamily(
+            "mysql_idle_transaction_rows_modified",
+            "Rows modified by the open transactions of a process's idle sessions.",
+            labels=["target", "process"],
+        )
+        per_session = GaugeMetricFamily(
+            "mysql_idle_session_transaction_seconds",
+            "Age of the open transaction of the idle sessions inside the oldest ones (at "
+            "most --sessions.top series).",
+            labels=["target", "process", "pid", "session_id", "user", "db"],
+        )
+        for t, summary in summaries:
+            for process, totals in summary.processes.items():
+                count.add_metric([t.target, process], float(totals.in_transaction))
+                if totals.in_transaction:
+                    labels = [t.target, process]
+                    oldest.add_metric(labels, totals.transaction_oldest or 0.0)
+                    idle.add_metric(labels, totals.transaction_idle or 0.0)
+                    locked.add_metric(labels, float(totals.rows_locked))
+                    modified.add_metric(labels, float(totals.rows_modified))
+            for item in summary.transactions:
+                session = item.session
+                assert session is not None and session.transaction_seconds is not None
+                per_session.add_metric(
+                    [t.target, utf8_label(item.socket.process),
+                     "" if item.socket.pid is None else str(item.socket.pid),
+                     str(session.id), session.user, session.db or ""],
+                    session.transaction_seconds,
+                )
+        yield from (count, oldest, idle, locked, modified, per_session)
+
+    def _limits(self, summaries: Sequence[_Summarised]) -> Iterator[Metric]:
+        by_limit = GaugeMetricFamily(
+            "mysql_idle_sessions_by_limit",
+            "Idle sessions by the limit that governs them (the smallest that applies): "
+            "wait_timeout, session_wait_timeout, interactive_timeout, "
+            "idle_transaction_timeout, idle_readonly_transaction_timeout, "
+            "idle_write_transaction_timeout, network_idle_timeout.",
+            labels=["target", "process", "limit"],
+        )
+        per_session = GaugeMetricFamily(
+            "mysql_idle_session_timeout_seconds",
+            "The limit of the riskiest idle sessions (those of "
+            "mysql_idle_session_headroom_seconds), and which one it is.",
+            labels=["target", "process", "pid", "session_id", "limit"],
+        )
+        late = GaugeMetricFamily(
+            "mysql_idle_sockets_keepalive_late",
+            "Open sockets whose keepalive is off, or sends its next probe after the path's "
+            "idle limit (--network.idle-timeout; only where set): the path forgets them.",
+            labels=["target", "process"],
+        )
+        for t, summary in summaries:
+            network = t.settings.network_idle_timeout is not None
+            for process, totals in summary.processes.items():
+                for limit, number in totals.limits:
+                    by_limit.add_metric([t.target, process, limit], float(number))
+                if network:
+                    late.add_metric([t.target, process], float(totals.keepalive_late))
+            for item in summary.riskiest:
+                if item.session is None or item.timeout_kind is None:
+                    continue
+                per_session.add_metric(
+                    [t.target, utf8_label(item.socket.process),
+                     "" if item.socket.pid is None else str(item.socket.pid),
+                     str(item.session.id), item.timeout_kind.value],
+                    item.timeout_seconds or 0.0,
+                )
+        yield from (by_limit, per_session, late)
 
     def _without_owner(self) -> Metric:
         family = GaugeMetricFamily(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from math import inf
 from typing import cast
 
+from exporter import causes
 from exporter.addresses import is_ip, is_loopback
 from exporter.model import (
     Classified,
@@ -58,6 +59,8 @@ class Memory:
     # When the first idle connection's limit ends, by the last collection's reckoning (the
     # planner reads the server then, to learn whether it was dropped or outlived it).
     earliest_expiry: float | None = None
+    # Why the counted sessions died (exporter.causes).
+    causes: causes.CauseBook = field(default_factory=causes.CauseBook)
 
     @property
     def expiries(self) -> dict[ConnectionKey, tuple[str, float]]:
@@ -261,16 +264,20 @@ def correlate(
     # Phantoms need proof that this target's sockets can be matched at all, and a server
     # view that would show every session (without PROCESS it shows only the exporter's own).
     any_matched = bool(matched_now)
+    phantoms: dict[ConnectionKey, str] = {}
     for position, sock in pending:
         key = keys[position]
         phantom = phantom_possible and (any_matched or key in memory.matched)
+        if phantom:
+            phantoms[key] = sock.process
         items[position] = new(Classified, (sock, None, State.PHANTOM if phantom
                                            else State.UNMATCHED, sock.idle_seconds, None, None,
                                            None))
     classified = cast(list[Classified], items)  # every None was replaced just above
 
     new_memory = _remember(keys, classified, memory, matched_now, working, now, settings,
-                           outlived, None if soonest == inf else now + soonest)
+                           outlived, None if soonest == inf else now + soonest,
+                           server if server_usable else None, phantoms)
     snapshot = TargetSnapshot(
         target=target,
         server=server,
@@ -279,6 +286,7 @@ def correlate(
         dropped_totals=new_memory.dropped_totals,
         server_age_seconds=server_age if server_usable else None,
         settings=settings,
+        cause_totals=new_memory.causes.totals,
     )
     return snapshot, new_memory
 
@@ -293,6 +301,8 @@ def _remember(
     settings: Settings,
     outlived: Mapping[ConnectionKey, Outlived],
     earliest_expiry: float | None,
+    server: ServerView | None = None,
+    phantoms: Mapping[ConnectionKey, str] | None = None,
 ) -> Memory:
     """`keys[i]` is the connection key of `items[i]`."""
     # The last item wins where two share a key (a gone socket and a new connection that
@@ -305,8 +315,11 @@ def _remember(
 
     gone = State.DROPPED
     dropped = {key for key, item in present.items() if item.state is gone}
+    newly_dropped = []
     for key in dropped - memory.dropped:
         count(present[key].socket.process)
+        newly_dropped.append((key, present[key].socket.process, memory.items.get(key)))
+    vanished = []
     # A connection that vanished entirely after idling past its timeout died idle too, even
     # when no collection caught it in between (the client noticed and closed it).
     deadline = now + settings.expiry_tolerance - memory.items_at
@@ -316,6 +329,12 @@ def _remember(
         headroom = item.headroom_seconds
         if item.state in idle_states and headroom is not None and deadline >= headroom:
             count(item.socket.process)
+            vanished.append(item)
+    book = causes.account(
+        memory.causes, dropped=newly_dropped, vanished=vanished, phantoms=phantoms or {},
+        present=present.keys(), previous_at=memory.items_at, server=server, now=now,
+        tolerance=settings.expiry_tolerance,
+    )
 
     # Connections that matched once and are still here. Usually all of them match now.
     old = memory.matched
@@ -332,4 +351,5 @@ def _remember(
         correlation_working=working,
         outlived=outlived,
         earliest_expiry=earliest_expiry,
+        causes=book,
     )

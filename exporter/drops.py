@@ -1,15 +1,16 @@
 """Drops seen lately, per target and process: a small, bounded history for the status page,
 /status.json and `inspect --watch`.
 
-The engine counts sessions that died idle (``TargetSnapshot.dropped_totals``, cumulative
-per process since start). Prometheus turns those counters into rates; a page has no
-Prometheus behind it, so this module turns successive snapshots' counts into events, each
-stamped with the time of the collection that first counted it. Only the last hour is kept
-(and at most a few hundred events per target), in memory: a restart forgets it, as it
-resets the counters.
+The engine counts sessions that died, by process and cause (``TargetSnapshot.cause_totals``,
+cumulative since start; exporter.causes). Prometheus turns those counters into rates; a
+page has no Prometheus behind it, so this module turns successive snapshots' counts into
+events, each stamped with the time of the collection that first counted it. Only the last
+hour is kept (and at most a few hundred events per target), in memory: a restart forgets
+it, as it resets the counters.
 
-Why a session died is not known yet: every event's ``cause`` is None ("unknown") until the
-engine can tell a server's wait_timeout from a network idle limit or a restart.
+A drop appears once its cause is known: at once for a timeout or a phantom, at the next
+server read for a death before its limit (a KILL or a restart). A snapshot without causes
+(made by hand, or by an older fleet peer) is read from ``dropped_totals``, cause unknown.
 """
 
 from __future__ import annotations
@@ -67,16 +68,24 @@ class DropHistory:
         totals: dict[str, Mapping[str, int]] = dict(self.totals)
         for target in snapshot.targets:
             now: dict[str, int] = {}
-            for raw, count in target.dropped_totals.items():
-                label = utf8_label(raw)  # names differing in undecodable bytes are one
+            counts: list[tuple[str, str, int]] = (
+                [(process, cause, count)
+                 for (process, cause), count in target.cause_totals.items()]
+                if target.cause_totals else
+                [(process, "", count) for process, count in target.dropped_totals.items()]
+            )
+            for raw, cause, count in counts:
+                # Names differing in undecodable bytes are one; the cause after a tab.
+                label = f"{utf8_label(raw)}\t{cause}"
                 now[label] = now.get(label, 0) + count
             before = self.totals.get(target.target, {}) if counted_from_zero else now
-            for process, count in sorted(now.items()):
+            for label, count in sorted(now.items()):
                 # A total below the last one means the count restarted: all of it is new.
-                previous = before.get(process, 0)
+                previous = before.get(label, 0)
                 new = count - previous if count >= previous else count
                 if new > 0:
-                    events.append(DropEvent(target.target, process, at, new))
+                    process, _, cause = label.rpartition("\t")
+                    events.append(DropEvent(target.target, process, at, new, cause or None))
             totals[target.target] = now
         return DropHistory(_bounded(events, limit), totals, snapshot.collections)
 

@@ -60,6 +60,11 @@ class Socket(NamedTuple):
     idle_seconds: float | None = None
     # True when the kernel's keepalive timer is armed for this socket.
     keepalive: bool = False
+    # With keepalive armed: how long the path will have been silent when the next probe
+    # goes out (seconds since the last segment either way, plus inet_diag's idiag_expires,
+    # the time until the timer fires). Above the path's idle limit, the probe comes too
+    # late to keep a NAT's or load balancer's state alive. None when not armed or unknown.
+    keepalive_probe_at: float | None = None
     pid: int | None = None
     # The application the owner runs: an interpreter's script, module, jar or main class,
     # else the process name (exporter.sockets.appname). The `process` label.
@@ -131,6 +136,9 @@ class ServerView:
     per_session_timeouts: bool = False
     # When the read completed, on the collection's clock (exporter.deadline).
     read_at: float = 0.0
+    # When the server started, on the same clock (its Uptime, read at connect): a later
+    # read with a later start time saw a restart in between (exporter.causes).
+    started_at: float | None = None
     # Seconds each phase of the read took ("connect", "variables", "processlist").
     durations: dict[str, float] = field(default_factory=dict)
     # The read failed from a bug in the exporter, not from the server (``error`` says
@@ -226,6 +234,9 @@ class TargetSnapshot:
     # Seconds between the server read used here and the collection; None without a read.
     server_age_seconds: float | None
     settings: Settings
+    # Sessions seen to die, by (process, cause) since start (exporter.causes): every drop
+    # in dropped_totals once its cause is known, and phantoms (cause "network").
+    cause_totals: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
     def by_state(self, state: State) -> list[Classified]:
         return [item for item in self.items if item.state is state]
@@ -249,6 +260,19 @@ class ProcessTotals:
     client_idle: tuple[float, ...]
     # The plain process names (comm) of its owners, sorted: usually one, e.g. python3.
     comms: tuple[str, ...] = ()
+    # Its matched sessions that sleep inside an open transaction (idle or at_risk): how
+    # many, the age of the oldest transaction, the longest idle time among them, and the
+    # rows their transactions lock and have modified (summed).
+    in_transaction: int = 0
+    transaction_oldest: float | None = None
+    transaction_idle: float | None = None
+    rows_locked: int = 0
+    rows_modified: int = 0
+    # Its idle sessions by the limit that governs them (TimeoutKind value, count), sorted.
+    limits: tuple[tuple[str, int], ...] = ()
+    # With --network.idle-timeout: its open sockets whose keepalive is not armed or sends
+    # its next probe after the path's limit (keepalive_probe_at above it).
+    keepalive_late: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +282,9 @@ class TargetSummary:
     processes: dict[str, ProcessTotals]
     # The riskiest idle sessions, smallest headroom first (ties by local endpoint).
     riskiest: tuple[Classified, ...]
+    # The idle sessions inside the oldest open transactions, oldest first (at most
+    # --sessions.top).
+    transactions: tuple[Classified, ...] = ()
 
 
 # --- a whole collection ---------------------------------------------------------------

@@ -108,6 +108,13 @@ class SessionRow:
     headroom: float | None
     keepalive: bool
     advice: Advice | None
+    # Which limit ``timeout`` is (exporter.model.TimeoutKind's value), if any.
+    limit: str | None = None
+    # With keepalive armed: the path's silence when its next probe goes out.
+    keepalive_probe_at: float | None = None
+    # The session's open transaction: its age and the rows it locks, if any.
+    transaction: float | None = None
+    rows_locked: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +343,11 @@ def _session_row(item: Classified, process: str, server_age: float) -> SessionRo
         headroom=item.headroom_seconds,
         keepalive=sock.keepalive,
         advice=_SESSION_ADVICE.get(item.state),
+        limit=item.timeout_kind.value if item.timeout_kind is not None else None,
+        keepalive_probe_at=sock.keepalive_probe_at,
+        transaction=session.transaction_seconds if session is not None else None,
+        rows_locked=(session.rows_locked if session is not None
+                     and session.transaction_seconds is not None else None),
     )
 
 
@@ -571,5 +583,9 @@ def _session_json(s: SessionRow) -> dict[str, Any]:
         "timeout_seconds": _seconds(s.timeout),
         "headroom_seconds": _seconds(s.headroom),
         "keepalive": s.keepalive,
+        "keepalive_probe_at_seconds": _seconds(s.keepalive_probe_at),
+        "limit": s.limit,
+        "transaction_seconds": _seconds(s.transaction),
+        "rows_locked": s.rows_locked,
         "advice": None if s.advice is None else s.advice.key,
     }

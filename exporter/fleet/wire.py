@@ -88,6 +88,7 @@ def _with_sessions(view: ServerView, sessions: tuple[Session, ...]) -> ServerVie
         full_view=view.full_view,
         per_session_timeouts=view.per_session_timeouts,
         read_at=view.read_at,
+        started_at=view.started_at,
     )
 
 
@@ -109,6 +110,9 @@ def encode_view(view: ServerView, now: float) -> dict[str, Any]:
         "full_view": view.full_view,
         "per_session_timeouts": view.per_session_timeouts,
         "age_seconds": max(now - view.read_at, 0.0) if view.ok else None,
+        # The server's uptime now: its start time on the receiver's clock (a restart).
+        "uptime_seconds": (now - view.started_at if view.ok and view.started_at is not None
+                           else None),
         "sessions": [
             {
                 "id": s.id,
@@ -225,4 +229,10 @@ def decode_view(document: Mapping[str, Any], now: float) -> ServerView:
         full_view=bool(document.get("full_view")),
         per_session_timeouts=bool(document.get("per_session_timeouts")),
         read_at=now - age,
+        started_at=_started_at(document, now),
     )
+
+
+def _started_at(document: Mapping[str, Any], now: float) -> float | None:
+    uptime = _number(document.get("uptime_seconds"), "uptime_seconds")
+    return None if uptime is None else now - uptime

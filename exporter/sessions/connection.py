@@ -58,6 +58,7 @@ CLEARTEXT_AUTH_PLUGINS = frozenset({b"mysql_clear_password", b"dialog"})
 PROCESS_DENIED_CODES = frozenset({1227})
 
 _PROBE_SQL = "SELECT VERSION(), CONNECTION_ID(), " + sources.PROBE_COLUMNS_SQL
+UPTIME_SQL = "SHOW GLOBAL STATUS LIKE 'Uptime'"
 # PyMySQL's RuntimeError when caching_sha2_password (or sha256_password) needs the RSA
 # exchange: no TLS, and no `cryptography` package.
 _NEEDS_RSA = "'cryptography' package is required"
@@ -108,6 +109,9 @@ class ConnectionInfo:
     local: Endpoint | None
     capabilities: Capabilities
     own_wait_timeout_raised: bool
+    # When the server started, on the deadline's clock (Now minus its Uptime); None when
+    # the server would not say. A later start at a reconnect means it restarted.
+    started_at: float | None = None
 
 
 if TYPE_CHECKING:
@@ -383,6 +387,7 @@ class ServerConnection:
         if caps.needs_ps_check:
             caps = dataclasses.replace(caps, ps_sockets=self._ps_sockets_work(conn, deadline))
         local = conn.local_address()
+        started_at = self._started_at(conn, deadline)
         return ConnectionInfo(
             version=version,
             flavor=sources.flavor_of(version),
@@ -390,7 +395,22 @@ class ServerConnection:
             local=endpoint(*local) if local else None,
             capabilities=caps,
             own_wait_timeout_raised=self._session_wait_timeout is not None,
+            started_at=started_at,
         )
+
+    def _started_at(self, conn: _Connection, deadline: Deadline) -> float | None:
+        """The server's start time from its Uptime: one statement per connect (any user
+        may run it, on both flavors; no table holding it is readable on both), so that a
+        restart is told from a KILL (exporter.causes)."""
+        try:
+            rows = self._execute(conn, UPTIME_SQL, (), deadline)
+        except QueryFailed as exc:
+            log.debug("%s:%s: Uptime not readable: %s", self.host, self.port, exc)
+            return None
+        try:
+            return deadline.now() - float(rows[0][1])
+        except (IndexError, TypeError, ValueError):
+            return None
 
     def _has_process_via_role(self, conn: _Connection, deadline: Deadline) -> bool:
         try:

@@ -224,6 +224,7 @@ class SessionReader:
                 source is Source.PS_PROCESSLIST and "variables_by_thread" in caps.ps_tables
             ),
             read_at=deadline.now(),
+            started_at=info.started_at,
             durations=dict(durations),
         )
 

@@ -274,6 +274,11 @@ def processlist_select(
 
     if source is Source.INFORMATION_SCHEMA:
         maria = flavor is Flavor.MARIADB
+        if maria and caps.process:
+            # The INNODB_TRX join: without a hash join MariaDB compares every processlist
+            # row with every transaction row through its join buffer, +78 % (+14 ms) on a
+            # whole read at 5,000 sessions; with one, +10 % (benchmarks/README.md).
+            prefix = MARIADB_HASH_JOIN
         sql = _IS_SELECT.format(
             time="NULL" if maria else "TIME", time_ms="TIME_MS" if maria else "NULL",
             trx_columns=trx_columns, trx_join=trx_join("ID"),

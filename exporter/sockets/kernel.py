@@ -21,3 +21,6 @@ class KernelSocket(NamedTuple):
     idle_seconds: float | None
     # The kernel's keepalive timer is the pending timer for this socket.
     keepalive: bool
+    # With keepalive armed, the path's silence when the next probe goes out (Socket's
+    # field of the same name); None otherwise or without tcp_info.
+    keepalive_probe_at: float | None = None

@@ -52,6 +52,9 @@ _REQ_V2 = struct.Struct("=BBBxI48x")
 # inet_diag_msg without its big-endian ports: family, state, timer, retrans, (ports),
 # src, dst, (ifindex, cookie, expires, rqueue, wqueue), uid, inode.
 _DIAG_MSG = struct.Struct("=BBBB4x16s16s24xII")
+# idiag_expires: milliseconds until the socket's pending timer fires.
+DIAG_EXPIRES = 52
+_U32 = struct.Struct("=I")
 _DIAG_MSG_SIZE = _DIAG_MSG.size
 _FAMILIES = (socket.AF_INET, socket.AF_INET6)
 _PORTS = struct.Struct(">HH")
@@ -66,8 +69,10 @@ _ERRNO = struct.Struct("=i")
 # lost, retrans, fackets (9 u32, offsets 8..40), then the times in milliseconds.
 TCPI_LAST_DATA_SENT = 44
 TCPI_LAST_DATA_RECV = 52
-_TCPI_NEEDED = TCPI_LAST_DATA_RECV + 4
-_TCPI_TIMES = struct.Struct("=I4xI")  # last_data_sent, (last_ack_sent), last_data_recv
+TCPI_LAST_ACK_RECV = 56  # reset by every segment received, keepalive answers included
+_TCPI_NEEDED = TCPI_LAST_ACK_RECV + 4
+# last_data_sent, (last_ack_sent), last_data_recv, last_ack_recv
+_TCPI_TIMES = struct.Struct("=I4xII")
 _STATES = {int(state): state for state in TcpState}
 
 _RECV_BUFFER = 64 * 1024  # the kernel fills at most 32 KiB per dump datagram
@@ -161,8 +166,17 @@ def _idle_seconds(data: memoryview, start: int, length: int) -> float | None:
     """Silence from the tcp_info at data[start:start+length]; None if too short to say."""
     if length < _TCPI_NEEDED:
         return None
-    sent, received = _TCPI_TIMES.unpack_from(data, start + TCPI_LAST_DATA_SENT)
+    sent, received, _ack = _TCPI_TIMES.unpack_from(data, start + TCPI_LAST_DATA_SENT)
     return float(min(sent, received)) / 1000.0
+
+
+def probe_at(sent_ms: int, ack_ms: int, expires_ms: int) -> float:
+    """The path's silence, in seconds, when an armed keepalive timer sends its next probe:
+    the time since the last segment either way (data sent, anything received: answered
+    probes count, as they do for a NAT), plus the time until the timer fires. A timer that
+    fires early (data flowed since it was armed) re-arms itself: then this is a lower
+    bound, never a false alarm."""
+    return (min(sent_ms, ack_ms) + expires_ms) / 1000.0
 
 
 class _Layout(NamedTuple):
@@ -192,7 +206,7 @@ def _bulk_shape(length: int, layout: _Layout) -> _Bulk:
     body = _NLMSGHDR.size
     fields = [(body + at, "HH") for at in layout.at]
     if layout.info >= 0:
-        fields.append((body + layout.info, "I4xI"))
+        fields.append((body + layout.info, "I4xII"))
     fields.sort()
     fmt, position = "=IH10x" + _STATIC_KEY, body + _DIAG_MSG_SIZE
     for offset, code in fields:
@@ -243,7 +257,8 @@ class _Parser:
 
     def _walk(self, data: memoryview, start: int, end: int) -> float | None:
         """The attributes after the inet_diag_msg at data[start:end], one by one: the
-        idle seconds from INET_DIAG_INFO (the last one wins), and the layout remembered."""
+        idle seconds from INET_DIAG_INFO (the last one wins), and the layout remembered
+        (whose ``info`` then says where the tcp_info times are)."""
         idle: float | None = None
         offset = start + _DIAG_MSG_SIZE
         headers: list[tuple[int, int, int]] = []  # offset from start, length, type
@@ -295,7 +310,11 @@ class _Parser:
         new = _new_tuple
         sockets: list[KernelSocket] = []
         append = sockets.append
+        # Where the current message starts, for idiag_expires (outside the unpacked record:
+        # it changes at every dump, and the record's leading part is the cache key).
+        offset, expires_at, unpack_u32 = 0, _NLMSGHDR.size + DIAG_EXPIRES, _U32.unpack_from
         for record in shape.records(view):
+            start, offset = offset, offset + length
             # The key holds every byte the socket's fields come from, and the message's
             # length, type and attribute headers too: a socket found under it was checked.
             key = record[:headers_end]
@@ -308,12 +327,17 @@ class _Parser:
             if static is None:
                 continue
             local, remote, tcp_state, inode, uid, keepalive = static
+            probe: float | None = None
             if times:
-                sent, received = record[-2], record[-1]
+                sent, received, ack = record[-3], record[-2], record[-1]
                 idle: float | None = (sent if sent < received else received) / 1000.0
+                if keepalive:
+                    expires = unpack_u32(view, start + expires_at)[0]
+                    probe = (min(sent, ack) + expires) / 1000.0
             else:
                 idle = None
-            append(new(KernelSocket, (local, remote, tcp_state, inode, uid, idle, keepalive)))
+            append(new(KernelSocket, (local, remote, tcp_state, inode, uid, idle, keepalive,
+                                      probe)))
         return sockets
 
     def _static(self, head: bytes, owner: bytes) -> _Static:
@@ -343,16 +367,19 @@ class _Parser:
         sport, dport = _PORTS.unpack_from(data, start + 4)
         idle: float | None
         layout = self._layouts.get(end - start)
-        if layout is not None and layout.headers(data, start + _DIAG_MSG_SIZE) == layout.expected:
-            # The same attribute headers at the same places as a message already walked:
-            # the walk would find what it found there.
-            if layout.info < 0:
-                idle = None
-            else:
-                sent, received = _TCPI_TIMES.unpack_from(data, start + layout.info)
-                idle = float(min(sent, received)) / 1000.0
+        if layout is None or layout.headers(data, start + _DIAG_MSG_SIZE) != layout.expected:
+            self._walk(data, start, end)
+            layout = self._layouts[end - start]
+        # The same attribute headers at the same places as a message already walked: the
+        # walk would find what it found there.
+        probe: float | None = None
+        if layout.info < 0:
+            idle = None
         else:
-            idle = self._walk(data, start, end)
+            sent, received, ack = _TCPI_TIMES.unpack_from(data, start + layout.info)
+            idle = float(min(sent, received)) / 1000.0
+            if timer == TIMER_KEEPALIVE:
+                probe = probe_at(sent, ack, _U32.unpack_from(data, start + DIAG_EXPIRES)[0])
         tcp_state = _STATES.get(state)
         # Another family or a state this code does not know (a future kernel's) is skipped.
         if tcp_state is None or family not in _FAMILIES:
@@ -364,10 +391,10 @@ class _Parser:
         remote = self._remotes.get((family, dst, dport))
         if remote is None:
             remote = self._remote(family, dst, dport)
-        # local, remote, state, inode, uid, idle_seconds, keepalive
+        # local, remote, state, inode, uid, idle_seconds, keepalive, keepalive_probe_at
         return KernelSocket(
             Endpoint(local_ip, sport), remote, tcp_state, inode, uid, idle,
-            timer == TIMER_KEEPALIVE,
+            timer == TIMER_KEEPALIVE, probe,
         )
 
 

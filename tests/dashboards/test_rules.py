@@ -206,6 +206,11 @@ MUTATIONS = [
         '(sum without (instance, pod, state) (mysql_idle_sessions{state="idle"})',
     ),
     ("description without the headroom", "the closest one is dropped in", "next drop in"),
+    ("idle transaction after 2m", "mysql_idle_transaction_idle_seconds > 60",
+     "mysql_idle_transaction_idle_seconds > 120"),
+    ("idle transaction description without the pid", "{{ .Labels.pid }}/", "{{ .Labels.user }}/"),
+    ("late keepalive on armed sockets", "mysql_idle_sockets_keepalive_late > 0",
+     "mysql_idle_sockets_keepalive > 0"),
 ]
 
 

@@ -1,7 +1,8 @@
 """End to end with a real Prometheus: it scrapes the real exporter, which watches a
 throwaway server (MariaDB 10.11, then MySQL 9.7), evaluates the project's rules (a copy
 with 1 s intervals and no `for:`), and its HTTP API must show the about-to-be-dropped alert
-fire before the drop and the dead-session alert after it. Then every dashboard query must
+fire before the drop and the dead-session alert after it, and the idle-transaction alert
+name the process and pid that left a transaction open. Then every dashboard query must
 return data."""
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "dashboards" / "mysql-idle-exporter.rules.yml"
 WAIT_TIMEOUT = 20
 HEADROOM = 12
+# MySQLIdleTransactionLeftOpen's threshold (60 s idle inside a transaction), shortened.
+TRANSACTION_IDLE = ("mysql_idle_transaction_idle_seconds > 60",
+                    "mysql_idle_transaction_idle_seconds > 3")
 
 # Queries that are empty by design at the moment they are evaluated (none today: the
 # scenario keeps an idle session, sets --network.idle-timeout and has drops).
@@ -37,7 +41,9 @@ MAY_BE_EMPTY: set[str] = set()
 
 def fast_rules(destination: Path) -> Path:
     """The project's rules with 1 s evaluation and `for: 0s`, so the story fits a minute."""
-    document = yaml.safe_load(RULES.read_text())
+    text = RULES.read_text()
+    assert text.count(TRANSACTION_IDLE[0]) == 1, "the idle-transaction threshold moved"
+    document = yaml.safe_load(text.replace(*TRANSACTION_IDLE))
     for group in document["groups"]:
         group["interval"] = "1s"
         for rule in group["rules"]:
@@ -120,8 +126,16 @@ def test_alerts_fire_in_order_and_every_dashboard_query_returns_data(db_server_f
     db = db_server_factory(f"--wait-timeout={WAIT_TIMEOUT}")
     app_password = "app-pw-e2e"
     db.create_user("app", grants=("USAGE",), password=app_password)
+    db.execute("CREATE DATABASE shop", "GRANT ALL ON shop.* TO 'app'@'%'",
+               "CREATE TABLE shop.stock (id INT PRIMARY KEY, qty INT) ENGINE=InnoDB",
+               "INSERT INTO shop.stock VALUES (1, 5)")
     worker = Worker("e2e-worker", db.host, db.port, "app", app_password, connections=2)
     busy = Worker("e2e-report", db.host, db.port, "app", app_password, connections=1)
+    # Leaves a transaction open, holding a row lock, for the whole story.
+    holder = Worker("e2e-trx", db.host, db.port, "app", app_password, connections=1)
+    for statement in ("SET SESSION wait_timeout = 600", "START TRANSACTION",
+                      "UPDATE shop.stock SET qty = qty - 1 WHERE id = 1"):
+        assert holder.send(f"sql 0 {statement}") == "ok 0"
     exporter = ExporterProcess(
         [f"--mysql.address=127.0.0.1:{db.port}", f"--mysql.user={db.exporter_user}",
          f"--risk.headroom={HEADROOM}", "--server.interval=1", "--network.idle-timeout=3600"],
@@ -132,7 +146,7 @@ def test_alerts_fire_in_order_and_every_dashboard_query_returns_data(db_server_f
     try:
         busy.send("busy 0 120")
         started = time.monotonic()
-        about_to_drop_at = dropped_at = dead_alert_at = None
+        about_to_drop_at = dropped_at = dead_alert_at = transaction_alert_at = None
         last_keepalive = 0.0
         while time.monotonic() - started < WAIT_TIMEOUT + 25:
             now = time.monotonic()
@@ -148,6 +162,9 @@ def test_alerts_fire_in_order_and_every_dashboard_query_returns_data(db_server_f
                 if metrics.get("mysql_idle_sessions", target=target, state="dropped",
                                process="e2e-worker") == 1:
                     dropped_at = now
+            if transaction_alert_at is None and (
+                    "MySQLIdleTransactionLeftOpen", "e2e-trx") in firing:
+                transaction_alert_at = now
             if ("MySQLIdleDeadSessionsHeld", "e2e-worker") in firing:
                 dead_alert_at = now
                 break
@@ -163,6 +180,13 @@ def test_alerts_fire_in_order_and_every_dashboard_query_returns_data(db_server_f
                      if a["labels"]["alertname"] == "MySQLIdleDeadSessionsHeld")
         assert target in alert["annotations"]["description"]
         assert "e2e-worker" in alert["annotations"]["summary"]
+        # The session asleep in its transaction: named with its process and pid.
+        assert transaction_alert_at is not None, "the idle-transaction alert never fired"
+        alert = next(a for a in prometheus.api("alerts")["alerts"]
+                     if a["labels"]["alertname"] == "MySQLIdleTransactionLeftOpen")
+        assert alert["labels"]["process"] == "e2e-trx"
+        assert f" {holder.pid}/" in alert["annotations"]["description"], alert
+        assert "holding 1 row lock(s)" in alert["annotations"]["description"], alert
 
         # Let rate/increase windows see a few samples, then check every panel.
         time.sleep(3)
@@ -186,3 +210,4 @@ def test_alerts_fire_in_order_and_every_dashboard_query_returns_data(db_server_f
         exporter.stop()
         worker.close()
         busy.close()
+        holder.close()

@@ -70,10 +70,19 @@ def test_server_teardown_lost_on_the_path_leaves_a_phantom(netns: NetnsServer) -
         # Across three more server reads (--server.interval=1), it stays a phantom.
         observe(exporter, still_phantom, target=netns.target, reads=3)
 
+        # Counted once, as the path's doing.
+        metrics = exporter.scrape()
+        assert metrics.get("mysql_idle_sessions_dropped_by_cause_total", target=netns.target,
+                           process="phantom-app", cause="network") == 1, metrics.text
         # Once the path lets the teardown through again, the application learns the truth.
         pair.unblock()
         reply = worker.send("query 0")
         assert reply in ("error 0 2006", "error 0 2013"), reply
+        # Its socket then reset: dropped, but not counted a second time by cause.
+        metrics = wait_for(exporter, lambda m: states(m, "phantom-app") != {"phantom": 1},
+                           "the reset socket no longer a phantom", timeout=8)
+        assert metrics.total("mysql_idle_sessions_dropped_by_cause_total",
+                             process="phantom-app") == 1, metrics.text
         # docs/metrics.md: phantom is only reported while correlation_working is 1.
         assert set(working) == {1}, (
             f"mysql_idle_correlation_working was {working} while the socket was phantom")
@@ -102,6 +111,10 @@ def test_the_same_kill_without_the_middlebox_is_dropped(netns: NetnsServer) -> N
         seen = [states(m, "control-app") for m in history]
         assert all("phantom" not in s for s in seen), seen
         assert seen[-1] == {"dropped": 1}, seen
+        # The same KILL is a KILL: dead before its limit, the server not restarted.
+        assert history[-1].get("mysql_idle_sessions_dropped_by_cause_total",
+                               target=netns.target, process="control-app",
+                               cause="killed") == 1, history[-1].text
     finally:
         worker.close()
         exporter.stop()

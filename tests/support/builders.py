@@ -40,6 +40,7 @@ def sock(
     keepalive: bool = False,
     remote: Endpoint = DB,
     comm: str | None = None,
+    keepalive_probe_at: float | None = None,
 ) -> Socket:
     return Socket(
         local=Endpoint(ip, port),
@@ -49,6 +50,7 @@ def sock(
         uid=1000,
         idle_seconds=idle,
         keepalive=keepalive,
+        keepalive_probe_at=keepalive_probe_at,
         pid=pid,
         process=process,
         gone=gone,
@@ -66,6 +68,9 @@ def sess(
     wait_timeout: float | None = None,
     user: str = "app",
     db: str | None = "shop",
+    transaction: float | None = None,
+    rows_locked: int = 0,
+    rows_modified: int = 0,
 ) -> Session:
     return Session(
         id=sid,
@@ -75,6 +80,9 @@ def sess(
         command=command,
         idle_seconds=idle,
         wait_timeout=wait_timeout,
+        transaction_seconds=transaction,
+        rows_locked=rows_locked,
+        rows_modified=rows_modified,
     )
 
 

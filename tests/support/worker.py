@@ -5,15 +5,18 @@
 
 Commands, one per line: `query I` runs SELECT 1 on connection I and prints `ok I` or
 `error I CODE`; `sql I STATEMENT` runs that statement instead; `busy I SECONDS` starts
-SELECT SLEEP on connection I in a thread; `ports` prints the local ports; `exit` quits. It
-names its process NAME so the exporter's process label can be checked. WORKER_INTERACTIVE=1
-makes its connections interactive clients.
+SELECT SLEEP on connection I in a thread; `keepalive I SECONDS` sets TCP keepalive's first
+probe on connection I's socket after SECONDS of silence (PyMySQL turns keepalive on with the
+kernel's default, 7200 s), `keepalive I off` turns it off; `ports` prints the local ports;
+`exit` quits. It names its process NAME so the exporter's process label can be checked.
+WORKER_INTERACTIVE=1 makes its connections interactive clients.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import socket
 import sys
 import threading
 
@@ -61,6 +64,12 @@ def main(argv: list[str]) -> int:
                 print(f"ok {index}", flush=True)
             except pymysql.err.Error as error:
                 print(f"error {index} {error.args[0]}", flush=True)
+        elif words[0] == "keepalive":
+            index, sock = int(words[1]), connections[int(words[1])]._sock
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, int(words[2] != "off"))
+            if words[2] != "off":
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, int(words[2]))
+            print(f"ok {index}", flush=True)
         elif words[0] == "busy":
             index, seconds = int(words[1]), float(words[2])
 

@@ -106,3 +106,20 @@ def test_recorder_stamps_collections_and_knows_their_age() -> None:
     assert recorder.age(snap(2, db_1={"w": 1})) is None  # not observed: unknown
     recorder.observe(None)  # before any collection: nothing
     assert len(recorder.history.events) == 1
+
+
+def test_events_carry_their_cause_once_known() -> None:
+    def with_causes(collections: int, causes: dict[tuple[str, str], int],
+                    dropped: dict[str, int]) -> Snapshot:
+        target = TargetSnapshot(target="db:1", server=None, items=(), correlation_working=True,
+                                dropped_totals=dropped, server_age_seconds=None,
+                                settings=SETTINGS, cause_totals=causes)
+        return Snapshot(reports=(report(target),), collections=collections)
+
+    history = DropHistory().observe(with_causes(1, {}, {}), at=10.0)
+    # A KILL: dropped_total counts it at once, its cause waits for the next read.
+    history = history.observe(with_causes(2, {("w", "idle_timeout"): 1}, {"w": 2}), at=20.0)
+    history = history.observe(
+        with_causes(3, {("w", "idle_timeout"): 1, ("w", "killed"): 1}, {"w": 2}), at=30.0)
+    assert [(e.process, e.at, e.count, e.cause) for e in history.events] == [
+        ("w", 20.0, 1, "idle_timeout"), ("w", 30.0, 1, "killed")]

@@ -26,20 +26,26 @@ def fixed_snapshot() -> Snapshot:
     """Two targets: one up with every state, one down (name resolution failing)."""
     settings = Settings(risk_headroom=60.0, network_idle_timeout=900.0)
     sockets = [
-        sock(5000, idle=100, keepalive=True),
+        sock(5000, idle=100, keepalive=True, keepalive_probe_at=60.0),
         sock(5001, idle=580),
         sock(5002, idle=3, process="web", pid=77),
         sock(5003, state=TcpState.CLOSE_WAIT),
         sock(5004, state=TcpState.CLOSE, gone=True, idle=700),
         sock(5005, idle=20),
         sock(5006, idle=None, process="unknown", pid=None),
+        # Asleep inside a write transaction, under idle_write_transaction_timeout.
+        sock(5007, idle=40, keepalive=True, keepalive_probe_at=7200.0),
     ]
     server = view(sess(1, 5000), sess(2, 5001, user="batch", db=None),
                   sess(3, 5002, command="Query"), sess(6, 5006, idle=30.0),
-                  flavor=Flavor.MYSQL, version="9.7.4", source="performance_schema.processlist",
-                  per_session_timeouts=True, read_at=NOW - 2.5)
-    # A first collection in which 5005 matched, so that it is a phantom now.
-    _, memory = correlate_sockets("db:3306", [sock(5005)], view(sess(5, 5005)), settings,
+                  sess(7, 5007, idle=40.0, transaction=95.0, rows_locked=3, rows_modified=2),
+                  flavor=Flavor.MARIADB, version="10.11.6-MariaDB",
+                  source="performance_schema.threads", idle_transaction_timeout=300.0,
+                  idle_write_transaction_timeout=120.0, read_at=NOW - 2.5)
+    # A first collection in which 5005 matched, so that it is a phantom now, and 5004 idled
+    # 5 s from its wait_timeout, so that its reset now is counted as an idle_timeout.
+    _, memory = correlate_sockets("db:3306", [sock(5004, idle=595), sock(5005)],
+                                  view(sess(4, 5004, idle=595), sess(5, 5005)), settings,
                                   Memory(), NOW - 10)
     up, _ = correlate_sockets("db:3306", sockets, server, settings, memory, NOW)
     down, _ = correlate_sockets("other.example:3306",

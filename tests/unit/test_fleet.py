@@ -51,7 +51,7 @@ def test_round_trip(rows: list[Session], age: float) -> None:
                           source="performance_schema", wait_timeout=28800.0,
                           interactive_timeout=28800.0, idle_transaction_timeout=30.0,
                           sessions=tuple(rows),
-                          per_session_timeouts=True, read_at=1000.0)
+                          per_session_timeouts=True, read_at=1000.0, started_at=400.0)
     document = json.loads(json.dumps(encode_view(original, now=1000.0 + age)))
     decoded = decode_view(document, now=5000.0)
     assert decoded.sessions == original.sessions
@@ -59,6 +59,8 @@ def test_round_trip(rows: list[Session], age: float) -> None:
     assert decoded.wait_timeout == 28800.0 and decoded.per_session_timeouts
     assert decoded.idle_transaction_timeout == 30.0
     assert decoded.source == "fleet:performance_schema"
+    # The server's start, on the receiver's clock: 600 s before the read.
+    assert decoded.started_at == pytest.approx(decoded.read_at - 600.0)
 
 
 @pytest.mark.parametrize("document", [

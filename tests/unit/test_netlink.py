@@ -143,6 +143,7 @@ def diag_payload(
     uid: int,
     inode: int,
     attributes: bytes,
+    expires: int = 1000,
 ) -> bytes:
     message = DiagMsg()
     message.idiag_family, message.idiag_state, message.idiag_timer = family, state, timer
@@ -153,16 +154,18 @@ def diag_payload(
     message.id.idiag_dst[:] = list(dst)
     message.id.idiag_if = 7
     message.id.idiag_cookie[:] = [0xDEADBEEF, 0xFEEDFACE]
-    message.idiag_expires, message.idiag_rqueue, message.idiag_wqueue = 1000, 5, 6
+    message.idiag_expires, message.idiag_rqueue, message.idiag_wqueue = expires, 5, 6
     message.idiag_uid, message.idiag_inode = uid, inode
     return bytes(message) + attributes
 
 
-def tcp_info(last_data_sent: int, last_data_recv: int, tail: bytes) -> bytes:
+def tcp_info(last_data_sent: int, last_data_recv: int, tail: bytes,
+             last_ack_recv: int = 1) -> bytes:
     head = TcpInfoHead()
     head.tcpi_last_data_sent = last_data_sent
     head.tcpi_last_data_recv = last_data_recv
-    head.tcpi_last_ack_recv = 1  # keepalive probes reset it: it must not count
+    # Keepalive probes reset it: it must not count as data silence (only as the path's).
+    head.tcpi_last_ack_recv = last_ack_recv
     head.tcpi_last_ack_sent = 2
     return bytes(head) + tail
 
@@ -197,18 +200,24 @@ def diag_rows(draw: st.DrawFn) -> tuple[bytes, KernelSocket]:
     info_kind = draw(st.sampled_from(["none", "full", "short"]))
     attributes = b"".join(rt_attribute(*item) for item in draw(st.lists(other_attribute)))
     idle: float | None = None
+    probe: float | None = None
+    expires = draw(u32)
     if info_kind == "full":
-        sent, received = draw(u32), draw(u32)
+        sent, received, ack = draw(u32), draw(u32), draw(u32)
         tail = draw(st.binary(max_size=200))
-        attributes += rt_attribute(netlink.INET_DIAG_INFO, tcp_info(sent, received, tail))
+        attributes += rt_attribute(netlink.INET_DIAG_INFO,
+                                   tcp_info(sent, received, tail, last_ack_recv=ack))
         idle = min(sent, received) / 1000
+        if timer == 2:  # keepalive armed: the path's silence when its probe goes out
+            probe = (min(sent, ack) + expires) / 1000
     elif info_kind == "short":
-        length = draw(st.integers(0, netlink.TCPI_LAST_DATA_RECV + 3))
+        length = draw(st.integers(0, netlink.TCPI_LAST_ACK_RECV + 3))
         info = tcp_info(1, 1, b"")[:length]
         attributes += rt_attribute(netlink.INET_DIAG_INFO, info)
     attributes += b"".join(rt_attribute(*item) for item in draw(st.lists(other_attribute)))
     payload = diag_payload(
-        family, state, timer, raw(src), raw(dst), sport, dport, uid, inode, attributes
+        family, state, timer, raw(src), raw(dst), sport, dport, uid, inode, attributes,
+        expires,
     )
     expected = KernelSocket(
         local=endpoint(str(src), sport),
@@ -218,6 +227,7 @@ def diag_rows(draw: st.DrawFn) -> tuple[bytes, KernelSocket]:
         uid=uid,
         idle_seconds=idle,
         keepalive=timer == 2,
+        keepalive_probe_at=probe,
     )
     return nl_message(netlink.SOCK_DIAG_BY_FAMILY, payload), expected
 
@@ -551,6 +561,28 @@ def test_dump_agrees_with_ss_proc_and_tcp_info_including_idle() -> None:
         }
         assert len(from_proc) == len(ours)
         assert set(from_proc) == without_idle
+
+
+def test_keepalive_probe_is_placed_on_the_path_silence_it_will_end() -> None:
+    # The next probe goes out when the path has been silent for TCP_KEEPIDLE (nothing was
+    # received since): that is what a NAT's idle limit is compared with.
+    with loopback() as net:
+        port = net.listen()
+        plain, _ = net.connect(port)
+        early, early_server = net.connect(port, keepalive=True)
+        late, _ = net.connect(port, keepalive=True)
+        early.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
+        late.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 7200)
+        early_server.sendall(b"x")  # something received: the path's silence restarts
+        assert early.recv(1) == b"x"
+        rows = {row.inode: row for row in netlink.dump_tcp([port], soon())}
+        assert rows[inode_of(plain)].keepalive is False
+        assert rows[inode_of(plain)].keepalive_probe_at is None
+        for sock, idle in ((early, 30), (late, 7200)):
+            row = rows[inode_of(sock)]
+            assert row.keepalive is True
+            assert row.keepalive_probe_at is not None
+            assert idle - 0.5 <= row.keepalive_probe_at <= idle + 0.05, row
 
 
 def test_close_wait_is_reported_when_the_server_closes() -> None:

@@ -47,6 +47,7 @@ class FakeConnection:
     instances: list[FakeConnection] = []
     script: list[Any] = []  # per statement after the probe: rows, or an exception
     connect_error: Exception | None = None
+    uptime = 5000  # the server's Uptime, answered at every connect
 
     def __init__(self, **kwargs: Any) -> None:
         assert kwargs.get("defer_connect") is True  # ServerConnection calls connect()
@@ -105,6 +106,9 @@ class FakeCursor:
             version, _, *rest = PROBE_ROW
             self.rows = [(version, 42 + len(FakeConnection.instances), *rest)]
             return
+        if sql == connection_module.UPTIME_SQL:
+            self.rows = [("Uptime", str(FakeConnection.uptime))]
+            return
         outcome = FakeConnection.script.pop(0)
         if isinstance(outcome, BaseException):
             if isinstance(outcome, pymysql.err.OperationalError) and outcome.args[0] in (
@@ -148,7 +152,11 @@ def test_connect_options_and_what_it_learns() -> None:
     assert info.flavor is Flavor.MARIADB and info.connection_id == 43
     assert info.local == Endpoint("127.0.0.1", 50001)  # IPv4-mapped normalised
     assert info.capabilities.process and not info.capabilities.names_resolved
-    assert conn.queries_sent == 3  # SET NAMES, SET SESSION wait_timeout, probe
+    # SET NAMES, SET SESSION wait_timeout, the probe, the server's Uptime
+    assert conn.queries_sent == 4
+    deadline = soon(3.0)
+    assert info.started_at is not None
+    assert abs(info.started_at - (deadline.now() - 5000)) < 1.0
 
 
 def test_no_raise_of_own_wait_timeout_when_asked() -> None:
