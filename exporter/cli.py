@@ -27,6 +27,8 @@ from exporter.fleet import FLEET_PASSWORD_ENV, FLEET_PATH
 from exporter.fleet.server import FleetServer
 from exporter.logs import setup_logging
 from exporter.model import Settings
+from exporter.node import privileges
+from exporter.node.reader import NodeSocketReader
 from exporter.persistence import SavedState, StateKeeper
 from exporter.planner import ReadPolicy
 from exporter.resolver import AddressBook
@@ -116,15 +118,27 @@ def build_exporter(
     """Everything a running exporter needs, from validated flags. Raises UsageError."""
     sources = _session_sources(config, environ)
     targets = [
-        Target(name=t.name, host=t.host, port=t.port, sessions=source)
+        Target(name=t.name, host=t.host, port=t.port, sessions=source,
+               node=config.mode == "node")
         for t, source in zip(config.targets, sources, strict=True)
     ]
-    sockets = SocketReader(
-        {t.port for t in config.targets},
-        source=config.sockets_source,
-        proc_root=config.proc_path,
-        clock=clock,
-    )
+    sockets: SocketReader | NodeSocketReader
+    if config.mode == "node":
+        refused = privileges.check(config.proc_path)
+        if refused is not None:
+            raise UsageError(refused)
+        if config.state_dir is not None:
+            raise UsageError("--state.dir is not supported with --mode=node yet")
+        sockets = NodeSocketReader(
+            {t.port for t in config.targets}, proc_root=config.proc_path, clock=clock
+        )
+    else:
+        sockets = SocketReader(
+            {t.port for t in config.targets},
+            source=config.sockets_source,
+            proc_root=config.proc_path,
+            clock=clock,
+        )
     settings = Settings(
         risk_headroom=config.risk_headroom, network_idle_timeout=config.network_idle_timeout
     )
@@ -136,6 +150,7 @@ def build_exporter(
         if not (directory.is_dir() and os.access(directory, os.W_OK | os.X_OK)):
             raise UsageError(f"--state.dir {config.state_dir!r} is not an existing directory "
                              "the exporter may write to")
+        assert isinstance(sockets, SocketReader)  # node mode refused --state.dir above
         remembered = persistence.read(directory, boot)
         if remembered is not None:
             sockets.restore(remembered.sockets)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import platform
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -15,7 +15,14 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.model import ALL_STATES, Snapshot, TargetReport, TargetSnapshot, TargetSummary
+from exporter.model import (
+    ALL_STATES,
+    Classified,
+    Snapshot,
+    TargetReport,
+    TargetSnapshot,
+    TargetSummary,
+)
 from exporter.sockets.owners import WITHOUT_OWNER_REASONS
 from exporter.summary import utf8_label
 
@@ -41,7 +48,16 @@ def _bound_text(bound: float) -> str:
     return str(float(bound))
 
 
-_Summarised = tuple[TargetSnapshot, TargetSummary]
+# A target's snapshot, a summary of (part of) its sockets, their drop totals, and the
+# values of the place labels (node mode: pod, container; local mode: none).
+_Summarised = tuple[TargetSnapshot, TargetSummary, Mapping[str, int], list[str]]
+
+PLACE_LABELS = ["pod", "container"]
+
+
+def _place_values(item: Classified) -> list[str]:
+    place = item.socket.place
+    return ["", ""] if place is None else [place.pod, place.container]
 
 
 class SnapshotCollector(Collector):
@@ -57,6 +73,8 @@ class SnapshotCollector(Collector):
         self._snapshot = snapshot
         self._include_build_info = include_build_info
         self._render_seconds = render_seconds
+        # Node mode: socket-side series say where the socket lives.
+        self._place = PLACE_LABELS if snapshot.node else []
 
     def collect(self) -> Iterator[Metric]:
         for family in self._families():
@@ -68,13 +86,21 @@ class SnapshotCollector(Collector):
     def _families(self) -> Iterator[Metric]:
         reports = self._snapshot.reports
         targets = [r.snapshot for r in reports]
-        summaries = [(r.snapshot, r.summary) for r in reports]
+        summaries: list[_Summarised] = []
+        for r in reports:
+            if self._snapshot.node:
+                summaries.extend((r.snapshot, p.summary, p.dropped_totals,
+                                  [p.place.pod, p.place.container]) for p in r.places)
+            else:
+                summaries.append((r.snapshot, r.summary, r.snapshot.dropped_totals, []))
         yield from self._up(targets)
         yield from self._server(targets)
         yield from self._sessions(summaries)
         yield from self._headroom(summaries)
         yield from self._histograms(summaries)
         yield from self._drops(summaries)
+        if self._snapshot.node:
+            yield self._places(reports)
         yield self._without_owner()
         yield from self._self_metrics(reports)
 
@@ -153,25 +179,25 @@ class SnapshotCollector(Collector):
         sessions = GaugeMetricFamily(
             "mysql_idle_sessions",
             "Sockets and sessions by state and owning process.",
-            labels=["target", "state", "process"],
+            labels=["target", "state", "process", *self._place],
         )
         keepalive = GaugeMetricFamily(
             "mysql_idle_sockets_keepalive",
             "Sockets with the kernel's TCP keepalive timer armed.",
-            labels=["target", "process"],
+            labels=["target", "process", *self._place],
         )
         names = GaugeMetricFamily(
             "mysql_idle_process_info",
             "1 per process label and the plain process name (comm) of its owners.",
-            labels=["target", "process", "comm"],
+            labels=["target", "process", "comm", *self._place],
         )
-        for t, summary in summaries:
+        for t, summary, _, place in summaries:
             for process, totals in summary.processes.items():
                 for state, count in zip(ALL_STATES, totals.states, strict=True):
-                    sessions.add_metric([t.target, state.value, process], float(count))
-                keepalive.add_metric([t.target, process], float(totals.keepalive))
+                    sessions.add_metric([t.target, state.value, process, *place], float(count))
+                keepalive.add_metric([t.target, process, *place], float(totals.keepalive))
                 for comm in totals.comms:
-                    names.add_metric([t.target, process, comm], 1.0)
+                    names.add_metric([t.target, process, comm, *place], 1.0)
         yield sessions
         yield keepalive
         yield names
@@ -180,17 +206,20 @@ class SnapshotCollector(Collector):
         minimum = GaugeMetricFamily(
             "mysql_idle_min_headroom_seconds",
             "Smallest headroom (timeout minus idle) among a process's idle sessions.",
-            labels=["target", "process"],
+            labels=["target", "process", *self._place],
         )
         per_session = GaugeMetricFamily(
             "mysql_idle_session_headroom_seconds",
             "Headroom of the riskiest idle sessions (at most --sessions.top series).",
-            labels=["target", "process", "pid", "session_id", "user", "db"],
+            labels=["target", "process", "pid", "session_id", "user", "db", *self._place],
         )
-        for t, summary in summaries:
+        for t, summary, _, place in summaries:
             for process, totals in summary.processes.items():
                 if totals.min_headroom is not None:
-                    minimum.add_metric([t.target, process], totals.min_headroom)
+                    minimum.add_metric([t.target, process, *place], totals.min_headroom)
+        # The riskiest of each target as a whole: --sessions.top bounds them across places.
+        for report in self._snapshot.reports:
+            t, summary = report.snapshot, report.summary
             for item in summary.riskiest:
                 assert item.session is not None and item.headroom_seconds is not None
                 per_session.add_metric(
@@ -201,6 +230,7 @@ class SnapshotCollector(Collector):
                         str(item.session.id),
                         item.session.user,
                         item.session.db or "",
+                        *(_place_values(item) if self._place else ()),
                     ],
                     item.headroom_seconds,
                 )
@@ -211,20 +241,20 @@ class SnapshotCollector(Collector):
         server_idle = HistogramMetricFamily(
             "mysql_idle_session_idle_seconds",
             "Idle seconds of matched idle sessions (the current distribution, not cumulative).",
-            labels=["target", "process"],
+            labels=["target", "process", *self._place],
         )
         client_idle = HistogramMetricFamily(
             "mysql_idle_client_idle_seconds",
             "Client-side silence per socket from tcp_info (the current distribution).",
-            labels=["target", "process"],
+            labels=["target", "process", *self._place],
         )
-        for t, summary in summaries:
+        for t, summary, _, place in summaries:
             for process, totals in summary.processes.items():
                 if totals.server_idle:
                     buckets, total = histogram_buckets(totals.server_idle)
-                    server_idle.add_metric([t.target, process], buckets, total)
+                    server_idle.add_metric([t.target, process, *place], buckets, total)
                 buckets, total = histogram_buckets(totals.client_idle)
-                client_idle.add_metric([t.target, process], buckets, total)
+                client_idle.add_metric([t.target, process, *place], buckets, total)
         yield server_idle
         yield client_idle
 
@@ -232,16 +262,33 @@ class SnapshotCollector(Collector):
         drops = CounterMetricFamily(
             "mysql_idle_sessions_dropped",
             "Sessions seen to die idle (became dropped, or vanished after their timeout).",
-            labels=["target", "process"],
+            labels=["target", "process", *self._place],
         )
-        for t, summary in summaries:
+        for t, summary, dropped_totals, place in summaries:
             # Zero from a process's first sighting, so increase() sees its first drop.
             totals: dict[str, int] = dict.fromkeys(summary.processes, 0)
-            for process, total in t.dropped_totals.items():
+            for process, total in dropped_totals.items():
                 totals[utf8_label(process)] = totals.get(utf8_label(process), 0) + total
             for process in sorted(totals):
-                drops.add_metric([t.target, process], float(totals[process]))
+                drops.add_metric([t.target, process, *place], float(totals[process]))
         yield drops
+
+    def _places(self, reports: Sequence[TargetReport]) -> Metric:
+        family = GaugeMetricFamily(
+            "mysql_idle_place_info",
+            "Node mode: 1 per pod and container holding watched sockets, with the pod's UID "
+            "and the container runtime from the owner's cgroup path.",
+            labels=["pod", "container", "pod_uid", "runtime"],
+        )
+        seen: set[tuple[str, str, str, str]] = set()
+        for report in reports:
+            for part in report.places:
+                place = part.place
+                values = (place.pod, place.container, place.pod_uid, place.runtime)
+                if values not in seen:
+                    seen.add(values)
+                    family.add_metric(list(values), 1.0)
+        return family
 
     def _without_owner(self) -> Metric:
         family = GaugeMetricFamily(

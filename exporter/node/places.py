@@ -1,0 +1,181 @@
+"""Node mode's correlation: one target's sockets, split by where they live, each place
+correlated apart with its own memory, then summed (pure functions).
+
+A place is a network namespace and the owner's container in it (exporter.model.Place).
+Correlating per place keeps two namespaces' connections apart even where they share a
+client ip:port (two pods behind one NAT, loopback clients), and gives each pod and
+container its own states, headroom and drop counts. The server is read once for them all.
+A place is forgotten after a collection that finds nothing of it (its drop counter goes
+with it, as a gone pod's series do).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+from exporter.correlate import Memory, correlate
+from exporter.model import (
+    ALL_STATES,
+    Classified,
+    ConnectionKey,
+    Place,
+    PlaceSummary,
+    ProcessTotals,
+    ServerView,
+    Settings,
+    Socket,
+    TargetSnapshot,
+    TargetSummary,
+)
+from exporter.planner import live_connections
+from exporter.summary import summarise
+from exporter.timeouts import Outlived
+
+NOWHERE = Place(netns=0, pod="")  # a socket read without a place (local mode's reader)
+
+
+def split(sockets: Iterable[Socket]) -> dict[Place, list[Socket]]:
+    groups: dict[Place, list[Socket]] = {}
+    for sock in sockets:
+        place = sock.place if sock.place is not None else NOWHERE
+        group = groups.get(place)
+        if group is None:
+            group = groups[place] = []
+        group.append(sock)
+    return groups
+
+
+def merge_memories(memories: Iterable[Memory], now: float) -> Memory:
+    """What the planner and the engine see of a target: every place's memory in one."""
+    matched: set[ConnectionKey] = set()
+    dropped: set[ConnectionKey] = set()
+    items: dict[ConnectionKey, Classified] = {}
+    outlived: dict[ConnectionKey, Outlived] = {}
+    totals: dict[str, int] = {}
+    working = False
+    earliest: float | None = None
+    for memory in memories:
+        matched |= memory.matched
+        dropped |= memory.dropped
+        items.update(memory.items)
+        outlived.update(memory.outlived)
+        for process, count in memory.dropped_totals.items():
+            totals[process] = totals.get(process, 0) + count
+        working = working or memory.correlation_working
+        if memory.earliest_expiry is not None and (
+            earliest is None or memory.earliest_expiry < earliest
+        ):
+            earliest = memory.earliest_expiry
+    return Memory(
+        matched=frozenset(matched), dropped=frozenset(dropped), items=items, items_at=now,
+        dropped_totals=totals, correlation_working=working, outlived=outlived,
+        earliest_expiry=earliest,
+    )
+
+
+def _merge_totals(parts: Sequence[ProcessTotals]) -> ProcessTotals:
+    if len(parts) == 1:
+        return parts[0]
+    headrooms = [p.min_headroom for p in parts if p.min_headroom is not None]
+    return ProcessTotals(
+        states=tuple(sum(p.states[i] for p in parts) for i in range(len(ALL_STATES))),
+        keepalive=sum(p.keepalive for p in parts),
+        min_headroom=min(headrooms) if headrooms else None,
+        server_idle=tuple(v for p in parts for v in p.server_idle),
+        client_idle=tuple(v for p in parts for v in p.client_idle),
+        comms=tuple(sorted({c for p in parts for c in p.comms})),
+    )
+
+
+def merge_summaries(summaries: Iterable[TargetSummary], top: int) -> TargetSummary:
+    """The target's summary across places: per process, and the `top` riskiest sessions
+    of the whole node (--sessions.top bounds them across every pod)."""
+    by_process: dict[str, list[ProcessTotals]] = {}
+    riskiest: list[Classified] = []
+    for summary in summaries:
+        for process, totals in summary.processes.items():
+            by_process.setdefault(process, []).append(totals)
+        riskiest.extend(summary.riskiest)
+    return TargetSummary(
+        processes={p: _merge_totals(by_process[p]) for p in sorted(by_process)},
+        riskiest=tuple(heapq.nsmallest(
+            top, riskiest,
+            key=lambda item: (item.headroom_seconds if item.headroom_seconds is not None
+                              else math.inf, item.socket.local),
+        )),
+    )
+
+
+def correlate_places(
+    target: str,
+    sockets: Sequence[Socket],
+    server: ServerView | None,
+    settings: Settings,
+    places: Mapping[Place, Memory],
+    seed: Memory,
+    now: float,
+    top: int,
+) -> tuple[TargetSnapshot, TargetSummary, tuple[PlaceSummary, ...], dict[Place, Memory]]:
+    """Correlate each place's sockets with its own memory (a new place starts from
+    ``seed``'s counted drops: what an earlier run counted, exporter.persistence).
+
+    Returns the target's snapshot (every place's items), its summary, each place's
+    summary (sorted by pod, container, namespace) and the memories to keep."""
+    groups = split(sockets)
+    kept: dict[Place, Memory] = {}
+    snapshots: list[TargetSnapshot] = []
+    summaries: list[PlaceSummary] = []
+    fresh = Memory(dropped=seed.dropped)
+    for place in sorted(groups.keys() | places.keys(),
+                        key=lambda p: (p.pod, p.container, p.netns, p.pod_uid, p.runtime)):
+        group = groups.get(place, ())
+        snapshot, memory = correlate(target, group, server, settings,
+                                     places.get(place, fresh), now,
+                                     live=live_connections(group))
+        if snapshot.items or memory.items:
+            kept[place] = memory
+        if group or any(memory.dropped_totals.values()):
+            snapshots.append(snapshot)
+            summaries.append(PlaceSummary(place, summarise(snapshot, top),
+                                          memory.dropped_totals))
+    totals: dict[str, int] = {}
+    for part in summaries:
+        for process, count in part.dropped_totals.items():
+            totals[process] = totals.get(process, 0) + count
+    labelled = by_labels(summaries, top)
+    merged = TargetSnapshot(
+        target=target,
+        server=server,
+        items=tuple(item for s in snapshots for item in s.items),
+        correlation_working=any(m.correlation_working for m in kept.values())
+        or (seed.correlation_working and not kept),
+        dropped_totals=totals,
+        server_age_seconds=snapshots[0].server_age_seconds if snapshots else (
+            now - server.read_at if server is not None and server.ok else None),
+        settings=settings,
+    )
+    summary = merge_summaries((p.summary for p in summaries), top)
+    return merged, summary, labelled, kept
+
+
+def by_labels(summaries: Sequence[PlaceSummary], top: int) -> tuple[PlaceSummary, ...]:
+    """One summary per (pod, container) label pair: places that only the namespace tells
+    apart (two namespaces with one host name, and sockets in no container, as `ip netns`
+    makes them) are summed, so that no two series share their labels."""
+    grouped: dict[tuple[str, str], list[PlaceSummary]] = {}
+    for part in summaries:
+        grouped.setdefault((part.place.pod, part.place.container), []).append(part)
+    merged: list[PlaceSummary] = []
+    for parts in grouped.values():
+        if len(parts) == 1:
+            merged.append(parts[0])
+            continue
+        totals: dict[str, int] = {}
+        for part in parts:
+            for process, count in part.dropped_totals.items():
+                totals[process] = totals.get(process, 0) + count
+        merged.append(PlaceSummary(parts[0].place,
+                                   merge_summaries((p.summary for p in parts), top), totals))
+    return tuple(merged)
