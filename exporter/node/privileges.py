@@ -56,18 +56,19 @@ def check(proc_root: str = "/proc") -> str | None:
             f"(uid {os.geteuid()}) lacks {', '.join(lacking)}. Run it as root with those "
             "capabilities (Kubernetes: runAsUser: 0, capabilities.add) and hostPID"
         )
-    # Enter init's namespace as a real node-mode read would (a seccomp or LSM profile can
-    # forbid setns even with the capabilities).
+    # Enter this process's own namespaces as a node-mode read enters others' (a seccomp or
+    # LSM profile can forbid setns even with the capabilities).
+    pid = os.getpid()
     try:
-        inode = parse_ns_link(os.readlink(f"{proc_root}/1/ns/net"))
+        inode = parse_ns_link(os.readlink(f"{proc_root}/{pid}/ns/net"))
         if inode is None:
-            return f"--mode=node cannot read {proc_root}/1/ns/net"
-        entered = enter(proc_root, 1, inode)
-    except NamespaceGone:
+            return f"--mode=node cannot read {proc_root}/{pid}/ns/net"
+        entered = enter(proc_root, pid, inode)
+    except NamespaceGone:  # another /proc (--path.procfs) than this process's
         return None
     except OSError as error:
         reason = error.strerror or str(error)
-        return (f"--mode=node cannot enter the network namespace of pid 1 ({reason}): a "
-                "seccomp or security profile may forbid setns; run it unconfined")
+        return (f"--mode=node cannot enter a network namespace ({reason}): a seccomp or "
+                "security profile may forbid setns; run it unconfined")
     entered.channel.close()
     return None

@@ -386,14 +386,21 @@ def server_in_namespace(server_class: type[S], where: NetnsPair | NetnsStar,
 
 
 class NsWorker(Worker):
-    """tests/support/worker.py inside the client namespace."""
+    """tests/support/worker.py inside the client namespace. With ``pod``, it runs in a UTS
+    namespace of its own whose host name is ``pod``, as a Kubernetes pod's processes do
+    (`ip netns exec` alone makes no UTS namespace: its processes see the host's name)."""
 
     def __init__(self, pair: ClientSide, name: str, host: str, port: int, user: str,
-                 password: str, connections: int = 1) -> None:
+                 password: str, connections: int = 1, *, pod: str | None = None) -> None:
         self._pair = pair
+        self._pod = pod
         super().__init__(name, host, port, user, password, connections)
 
     def _spawn(self, argv: list[str], **popen_kwargs: Any) -> subprocess.Popen[str]:
+        if self._pod is not None:
+            # Each program execs the next: the worker keeps the pid Popen returns.
+            argv = ["unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"',
+                    self._pod, *argv]
         return self._pair.run_in(self._pair.client_ns, argv, **popen_kwargs)
 
 

@@ -1,0 +1,192 @@
+"""Node mode on real network namespaces: one exporter watches several "pods".
+
+A NetnsStar (tests/support/netns.py): one MariaDB in the server namespace, three client
+namespaces around it, each a pod: its own network namespace, a worker in its own UTS
+namespace with the pod's host name, holding connections to the server. One exporter with
+--mode=node, in the server namespace, sees every pod through /proc (as a DaemonSet with
+hostPID does) and:
+
+- attributes each socket to its pod (the host name its processes see) and process;
+- reports the seed story (a session the server resets on its wait_timeout, still held:
+  the RST form of dropped, counted once) in one pod without touching the others' figures;
+- picks up a namespace that appears between scrapes and forgets one that empties, closing
+  its netlink socket (no file descriptor left behind).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.support.exporter_process import Metrics
+from tests.support.netns import (
+    NetnsError,
+    NetnsStar,
+    NsExporterProcess,
+    NsWorker,
+    server_in_namespace,
+)
+from tests.support.scrapes import PASSWORD_ENV, create_users, summary
+from tests.support.servers import TestServer, server_class
+
+pytestmark = [pytest.mark.netns, pytest.mark.mariadb, pytest.mark.timeout(120)]
+
+PODS = ("pod-a", "pod-b", "pod-c")
+WAIT_TIMEOUT = 60
+
+
+@dataclass
+class Node:
+    star: NetnsStar
+    db: TestServer
+    password: str
+    cleanups: list[Callable[[], object]] = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        return f"{self.star.db_addr}:{self.db.port}"
+
+    def pod_worker(self, index: int, name: str, connections: int) -> NsWorker:
+        worker = NsWorker(self.star.legs[index], name, self.star.db_addr, self.db.port, "app",
+                          self.password, connections, pod=PODS[index])
+        self.cleanups.append(worker.close)
+        return worker
+
+    def node_exporter(self) -> NsExporterProcess:
+        """The exporter in the server namespace, with the host's /proc."""
+        exporter = NsExporterProcess(
+            self.star.legs[0],
+            [f"--mysql.address={self.target}", "--mysql.user=exporter", "--mode=node",
+             "--server.interval=1s", "--risk.headroom=1s"],
+            env={PASSWORD_ENV: self.password}, ns=self.star.server_ns)
+        exporter.start()
+        self.cleanups.append(exporter.stop)
+        return exporter
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[Node]:
+    try:
+        star = NetnsStar(clients=len(PODS)).__enter__()
+    except NetnsError as error:
+        pytest.fail(f"cannot build the test network namespaces ({error}); node mode's tests "
+                    "need root and iproute2's `ip netns`", pytrace=False)
+    db = server_in_namespace(server_class("mariadb"), star, [f"--wait-timeout={WAIT_TIMEOUT}"])
+    node = Node(star, db, secrets.token_hex(8))
+    try:
+        db.start()
+        create_users(db, node.password)
+        yield node
+    finally:
+        while node.cleanups:
+            node.cleanups.pop()()
+        db.cleanup()
+        star.close()
+
+
+@pytest.fixture(autouse=True)
+def _stop_what_the_test_started(node: Node) -> Iterator[None]:
+    yield
+    while node.cleanups:
+        node.cleanups.pop()()
+
+
+def by_pod(metrics: Metrics, target: str, process: str | None = None
+           ) -> dict[str, dict[str, float]]:
+    """Non-zero session counts by pod, then state."""
+    pods: dict[str, dict[str, float]] = {}
+    for labels, value in metrics.find("mysql_idle_sessions", target=target):
+        if value and (process is None or labels["process"] == process):
+            pods.setdefault(labels["pod"], {})[labels["state"]] = value
+    return pods
+
+
+def scrape_until(exporter: NsExporterProcess, predicate: Callable[[Metrics], bool], what: str,
+                 timeout: float = 20.0) -> Metrics:
+    deadline = time.monotonic() + timeout
+    while True:
+        metrics = exporter.scrape()
+        if predicate(metrics):
+            return metrics
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout}s: {what}; last scrape: {summary(metrics)}")
+        time.sleep(0.2)
+
+
+def socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(int(link[len("socket:["):-1]))
+    return inodes
+
+
+def held_in(node: Node, index: int, pid: int) -> int:
+    """How many sockets process ``pid`` holds that live in pod ``index``'s namespace
+    (every netlink socket of a namespace is listed in its /proc/net/netlink)."""
+    listing = node.star.exec_in(node.star.legs[index].client_ns, ["cat", "/proc/self/net/netlink"])
+    inodes = {int(line.split()[-1]) for line in listing.splitlines()[1:] if line.strip()}
+    return len(inodes & socket_inodes(pid))
+
+
+def test_one_exporter_attributes_every_socket_to_its_pod_and_process_and_the_seed_story_stays_in_its_pod(  # noqa: E501
+        node: Node) -> None:
+    target = node.target
+    workers = [node.pod_worker(i, f"app-{i}", n) for i, n in enumerate((1, 2, 3))]
+    exporter = node.node_exporter()
+    metrics = scrape_until(
+        exporter,
+        lambda m: by_pod(m, target) == {"pod-a": {"idle": 1}, "pod-b": {"idle": 2},
+                                        "pod-c": {"idle": 3}},
+        "every pod's sessions idle, attributed to it")
+    for i, pod in enumerate(PODS):
+        assert by_pod(metrics, target, f"app-{i}") == {pod: {"idle": i + 1}}
+        info = metrics.find("mysql_idle_place_info", pod=pod)
+        assert [labels["container"] for labels, _ in info] == [""], info  # no container
+    assert metrics.get("mysql_idle_up", target=target) == 1
+
+    # The seed story in pod-a: its session's own wait_timeout runs out and MariaDB resets
+    # it; the worker still holds the socket.
+    assert workers[0].send("sql 0 SET SESSION wait_timeout=2") == "ok 0"
+    metrics = scrape_until(
+        exporter,
+        lambda m: by_pod(m, target).get("pod-a") == {"dropped": 1},
+        "pod-a's reset session dropped", timeout=30)
+    assert by_pod(metrics, target) == {"pod-a": {"dropped": 1}, "pod-b": {"idle": 2},
+                                       "pod-c": {"idle": 3}}
+    drops = {labels["pod"]: value for labels, value in
+             metrics.find("mysql_idle_sessions_dropped_total", target=target)}
+    assert drops == {"pod-a": 1, "pod-b": 0, "pod-c": 0}
+    assert workers[0].send("query 0").startswith("error 0")  # the application's surprise
+
+
+def test_a_namespace_that_appears_or_empties_is_picked_up_or_forgotten_without_leaking_fds(
+        node: Node) -> None:
+    target = node.target
+    first = node.pod_worker(0, "app-0", 1)
+    exporter = node.node_exporter()
+    assert exporter.process is not None
+    pid = exporter.process.pid
+    scrape_until(exporter, lambda m: set(by_pod(m, target)) == {"pod-a"}, "pod-a seen")
+    assert held_in(node, 1, pid) == 0
+    for round_ in range(2):
+        late = node.pod_worker(1, "app-1", 2)
+        scrape_until(exporter, lambda m: by_pod(m, target).get("pod-b") == {"idle": 2},
+                     f"pod-b picked up (round {round_})")
+        assert held_in(node, 1, pid) == 1  # the netlink socket opened in its namespace
+        late.close()
+        scrape_until(exporter, lambda m: "pod-b" not in by_pod(m, target),
+                     f"pod-b forgotten (round {round_})")
+        assert held_in(node, 1, pid) == 0  # closed: the namespace can go
+        assert held_in(node, 0, pid) == 1  # pod-a's is kept
+    assert by_pod(exporter.scrape(), target) == {"pod-a": {"idle": 1}}
+    first.close()
