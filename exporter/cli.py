@@ -116,12 +116,6 @@ def build_exporter(
     clock: Clock = time.monotonic,
 ) -> Exporter:
     """Everything a running exporter needs, from validated flags. Raises UsageError."""
-    sources = _session_sources(config, environ)
-    targets = [
-        Target(name=t.name, host=t.host, port=t.port, sessions=source,
-               node=config.mode == "node")
-        for t, source in zip(config.targets, sources, strict=True)
-    ]
     sockets: SocketReader | NodeSocketReader
     if config.mode == "node":
         refused = privileges.check(config.proc_path)
@@ -139,6 +133,12 @@ def build_exporter(
             proc_root=config.proc_path,
             clock=clock,
         )
+    sources = _session_sources(config, environ)
+    targets = [
+        Target(name=t.name, host=t.host, port=t.port, sessions=source,
+               node=config.mode == "node")
+        for t, source in zip(config.targets, sources, strict=True)
+    ]
     settings = Settings(
         risk_headroom=config.risk_headroom, network_idle_timeout=config.network_idle_timeout
     )

@@ -6,7 +6,9 @@ namespace with the pod's host name, holding connections to the server. One expor
 --mode=node, in the server namespace, sees every pod through /proc (as a DaemonSet with
 hostPID does) and:
 
-- attributes each socket to its pod (the host name its processes see) and process;
+- runs as root with only CAP_SYS_ADMIN, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, and
+  attributes each socket to its pod (the host name its processes see) and process, pod-b's
+  worker running as another user (65532:65532);
 - reports the seed story (a session the server resets on its wait_timeout, still held:
   the RST form of dropped, counted once) in one pod without touching the others' figures;
 - picks up a namespace that appears between scrapes and forgets one that empties, closing
@@ -38,6 +40,8 @@ pytestmark = [pytest.mark.netns, pytest.mark.mariadb, pytest.mark.timeout(120)]
 
 PODS = ("pod-a", "pod-b", "pod-c")
 WAIT_TIMEOUT = 60
+APP_UID = 65532
+NODE_CAPS = "+sys_admin,+sys_ptrace,+dac_read_search"
 
 
 @dataclass
@@ -52,8 +56,10 @@ class Node:
         return f"{self.star.db_addr}:{self.db.port}"
 
     def pod_worker(self, index: int, name: str, connections: int) -> NsWorker:
+        """A worker in pod ``index``; pod-b's runs as another user, as distroless images do."""
         worker = NsWorker(self.star.legs[index], name, self.star.db_addr, self.db.port, "app",
-                          self.password, connections, pod=PODS[index])
+                          self.password, connections, pod=PODS[index],
+                          uid=APP_UID if index == 1 else None)
         self.cleanups.append(worker.close)
         return worker
 
@@ -64,6 +70,9 @@ class Node:
             [f"--mysql.address={self.target}", "--mysql.user=exporter", "--mode=node",
              "--server.interval=1s", "--risk.headroom=1s"],
             env={PASSWORD_ENV: self.password}, ns=self.star.server_ns)
+        # Root with only the capabilities node mode needs (tests/integration/
+        # test_node_privileges.py): after `ip netns exec NS`, setpriv limits what is exec'd.
+        exporter.args[4:4] = ["setpriv", f"--bounding-set=-all,{NODE_CAPS}", "--inh-caps=-all"]
         exporter.start()
         self.cleanups.append(exporter.stop)
         return exporter
@@ -118,6 +127,12 @@ def scrape_until(exporter: NsExporterProcess, predicate: Callable[[Metrics], boo
         time.sleep(0.2)
 
 
+def status_field(pid: int, name: str) -> str:
+    with open(f"/proc/{pid}/status") as status:
+        return next(line.split(":", 1)[1].strip() for line in status
+                    if line.startswith(name + ":"))
+
+
 def socket_inodes(pid: int) -> set[int]:
     inodes = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -143,6 +158,10 @@ def test_one_exporter_attributes_every_socket_to_its_pod_and_process_and_the_see
     target = node.target
     workers = [node.pod_worker(i, f"app-{i}", n) for i, n in enumerate((1, 2, 3))]
     exporter = node.node_exporter()
+    assert exporter.process is not None
+    assert status_field(workers[1].pid, "Uid").split()[0] == str(APP_UID)
+    assert int(status_field(exporter.process.pid, "CapEff"), 16) == (1 << 21) | (1 << 19) | (
+        1 << 2)  # CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH, nothing else
     metrics = scrape_until(
         exporter,
         lambda m: by_pod(m, target) == {"pod-a": {"idle": 1}, "pod-b": {"idle": 2},

@@ -388,15 +388,21 @@ def server_in_namespace(server_class: type[S], where: NetnsPair | NetnsStar,
 class NsWorker(Worker):
     """tests/support/worker.py inside the client namespace. With ``pod``, it runs in a UTS
     namespace of its own whose host name is ``pod``, as a Kubernetes pod's processes do
-    (`ip netns exec` alone makes no UTS namespace: its processes see the host's name)."""
+    (`ip netns exec` alone makes no UTS namespace: its processes see the host's name);
+    with ``uid``, as that user and group."""
 
     def __init__(self, pair: ClientSide, name: str, host: str, port: int, user: str,
-                 password: str, connections: int = 1, *, pod: str | None = None) -> None:
+                 password: str, connections: int = 1, *, pod: str | None = None,
+                 uid: int | None = None) -> None:
         self._pair = pair
         self._pod = pod
+        self._uid = uid
         super().__init__(name, host, port, user, password, connections)
 
     def _spawn(self, argv: list[str], **popen_kwargs: Any) -> subprocess.Popen[str]:
+        if self._uid is not None:  # as another user, uid and gid ``uid``
+            argv = ["setpriv", f"--reuid={self._uid}", f"--regid={self._uid}",
+                    "--clear-groups", *argv]
         if self._pod is not None:
             # Each program execs the next: the worker keeps the pid Popen returns.
             argv = ["unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"',
