@@ -12,7 +12,9 @@ hostPID does) and:
 - reports the seed story (a session the server resets on its wait_timeout, still held:
   the RST form of dropped, counted once) in one pod without touching the others' figures;
 - picks up a namespace that appears between scrapes and forgets one that empties, closing
-  its netlink socket (no file descriptor left behind).
+  its netlink socket (no file descriptor left behind);
+- labels the sockets of real containers (podman, runc, cgroupfs: /libpod_parent/libpod-ID)
+  with their container's short ID, beside their pod's host name.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
+from tests.support.containers import ContainerWorker, Podman, engine, host_rootfs
 from tests.support.exporter_process import Metrics
 from tests.support.netns import (
     NetnsError,
@@ -96,6 +100,12 @@ def node() -> Iterator[Node]:
             node.cleanups.pop()()
         db.cleanup()
         star.close()
+
+
+@pytest.fixture(scope="module")
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
+    with engine(tmp_path_factory.mktemp("podman")) as checked:
+        yield checked
 
 
 @pytest.fixture(autouse=True)
@@ -209,3 +219,27 @@ def test_a_namespace_that_appears_or_empties_is_picked_up_or_forgotten_without_l
         assert held_in(node, 0, pid) == 1  # pod-a's is kept
     assert by_pod(exporter.scrape(), target) == {"pod-a": {"idle": 1}}
     first.close()
+
+
+def test_real_containers_are_labelled_with_their_container_and_pod(
+        node: Node, podman: Podman, tmp_path: Path) -> None:
+    target, star = node.target, node.star
+    rootfs = host_rootfs(tmp_path / "rootfs")
+    containers = []
+    for index, connections in ((0, 1), (2, 2)):
+        worker = ContainerWorker(
+            podman, rootfs, f"/run/netns/{star.legs[index].client_ns}", PODS[index],
+            f"app-{index}", star.db_addr, node.db.port, "app", node.password, connections)
+        node.cleanups.append(worker.close)
+        containers.append(worker)
+    exporter = node.node_exporter()
+    metrics = scrape_until(
+        exporter, lambda m: by_pod(m, target) == {"pod-a": {"idle": 1}, "pod-c": {"idle": 2}},
+        "both containers' sessions idle in their pods")
+    for index, worker in zip((0, 2), containers, strict=True):
+        short = worker.container_id[:12]
+        assert metrics.get("mysql_idle_sessions", target=target, state="idle",
+                           process=f"app-{index}", pod=PODS[index], container=short) == (
+            index // 2 + 1)
+        assert metrics.get("mysql_idle_place_info", pod=PODS[index], container=short,
+                           pod_uid="", runtime="podman") == 1
