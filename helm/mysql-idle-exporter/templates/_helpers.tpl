@@ -62,7 +62,7 @@ mysql-idle-exporter/instance: {{ include "mysql-idle-exporter.fullname" . }}
 
 {{/* Labels the Service and the PodMonitor select pods by. */}}
 {{- define "mysql-idle-exporter.podSelectorLabels" -}}
-{{- if eq .Values.mode "standalone" }}
+{{- if has .Values.mode (list "standalone" "node") }}
 {{- include "mysql-idle-exporter.selectorLabels" . }}
 {{- else }}
 {{- include "mysql-idle-exporter.sidecarPodLabels" . }}
@@ -155,4 +155,9 @@ Kubernetes never makes effective). Argument: (dict "exporter" CTX "app" CTX "pod
 {{- if and (eq $uid $appUid) (eq $gid $appGid) (ne $uid "image") (ne $gid "image") }}same-ids
 {{- else if and (eq $uid "0") $ptrace $dac }}root-capabilities
 {{- end }}
+{{- end }}
+
+{{/* "true" when the exporter keeps its state in an emptyDir (--state.dir; not in node mode). */}}
+{{- define "mysql-idle-exporter.keepState" -}}
+{{- if and .Values.exporter.keepState (ne .Values.mode "node") }}true{{ end }}
 {{- end }}

@@ -39,6 +39,9 @@ Otherwise metrics carry `process="unknown"` and mysql_idle_sockets_without_owner
 {{- define "mysql-idle-exporter.args" -}}
 - --web.listen-address=:{{ .Values.exporter.port }}
 - --web.telemetry-path={{ .Values.exporter.telemetryPath }}
+{{- if eq .Values.mode "node" }}
+- --mode=node
+{{- end }}
 {{- range .Values.mysql.addresses }}
 - --mysql.address={{ . }}
 {{- end }}
@@ -55,7 +58,7 @@ Otherwise metrics carry `process="unknown"` and mysql_idle_sockets_without_owner
 {{- end }}
 - --sessions.top={{ .Values.exporter.sessionsTop }}
 - --server.interval={{ .Values.exporter.serverInterval }}
-{{- if .Values.exporter.keepState }}
+{{- if include "mysql-idle-exporter.keepState" . }}
 - --state.dir=/var/lib/mysql-idle-exporter
 {{- end }}
 {{- with .Values.exporter.logLevel }}
@@ -106,14 +109,14 @@ Otherwise metrics carry `process="unknown"` and mysql_idle_sockets_without_owner
   resources:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- with .Values.exporter.securityContext }}
+  {{- with (eq .Values.mode "node" | ternary .Values.node.securityContext .Values.exporter.securityContext) }}
   securityContext:
     {{- toYaml . | nindent 4 }}
   {{- end }}
   volumeMounts:
     - name: mysql-idle-exporter-tmp
       mountPath: /tmp
-    {{- if .Values.exporter.keepState }}
+    {{- if include "mysql-idle-exporter.keepState" . }}
     - name: mysql-idle-exporter-state
       mountPath: /var/lib/mysql-idle-exporter
     {{- end }}
@@ -132,7 +135,7 @@ Otherwise metrics carry `process="unknown"` and mysql_idle_sockets_without_owner
 - name: mysql-idle-exporter-tmp
   emptyDir:
     sizeLimit: 16Mi
-{{- if .Values.exporter.keepState }}
+{{- if include "mysql-idle-exporter.keepState" . }}
 - name: mysql-idle-exporter-state
   emptyDir:
     sizeLimit: 16Mi
