@@ -301,10 +301,16 @@ def test_node_mode_runs_a_daemonset_with_host_pid_and_only_the_capabilities_it_n
     assert config.mode == "node"
     assert config.state_dir is None  # not supported in node mode
     assert all(v["name"] != "mysql-idle-exporter-state" for v in spec["volumes"])
-    # One PodMonitor scrapes every node's exporter.
+    # One PodMonitor scrapes every node's exporter, keeping the exporter's pod and container
+    # labels (where each socket lives) over the target's (where the exporter runs).
     monitor = manifests.one("PodMonitor")
     labels = daemonset["spec"]["template"]["metadata"]["labels"]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert [e["honorLabels"] for e in monitor["spec"]["podMetricsEndpoints"]] == [True]
+    service_monitor = helm.template(NODE, values={"serviceMonitor": {"enabled": True},
+                                                  "podMonitor": {"enabled": False}})
+    assert [e["honorLabels"] for e in service_monitor.one("ServiceMonitor")["spec"][
+        "endpoints"]] == [True]
 
 
 def test_image_defaults_to_app_version(helm: Helm) -> None:
