@@ -196,6 +196,10 @@ def test_one_exporter_attributes_every_socket_to_its_pod_and_process_and_the_see
              metrics.find("mysql_idle_sessions_dropped_total", target=target)}
     assert drops == {"pod-a": 1, "pod-b": 0, "pod-c": 0}
     assert workers[0].send("query 0").startswith("error 0")  # the application's surprise
+    # The status page and its JSON render a node-mode collection too.
+    for path in ("/", "/status.json"):
+        status, body = exporter.get(path)
+        assert status == 200 and "app-0" in body, (path, body[:300])
 
 
 def test_a_namespace_that_appears_or_empties_is_picked_up_or_forgotten_without_leaking_fds(

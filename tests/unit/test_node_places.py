@@ -116,3 +116,20 @@ def test_node_mode_exposition_labels_socket_series_with_pod_and_container() -> N
                        pod_uid="u-a", runtime="containerd") == 1
     # Series about the server keep their labels.
     assert metrics.get("mysql_idle_up", target="db:3306") == 1
+
+
+def test_a_phantom_is_reported_in_its_own_pod_only() -> None:
+    # Pod A's session vanishes from the server while its socket stays ESTABLISHED (a NAT
+    # forgot the flow); pod B's is untouched.
+    sockets = placed([sock(5000, process="api")], POD_A) + placed(
+        [sock(6000, process="api")], POD_B)
+    _, _, _, kept = correlate_places("db", sockets, view(sess(1, 5000), sess(2, 6000)),
+                                     SETTINGS, {}, Memory(), NOW, top=5)
+    snapshot, _, places, _ = correlate_places(
+        "db", sockets, view(sess(2, 6000), read_at=NOW + 15), SETTINGS, kept, Memory(),
+        NOW + 15, top=5)
+    assert {p.place.pod: p.summary.processes["api"].states for p in places} == {
+        "shop-0": (0, 0, 0, 0, 1, 0),  # phantom
+        "shop-1": (0, 1, 0, 0, 0, 0),  # idle
+    }
+    assert [i.state for i in snapshot.items] == [State.PHANTOM, State.IDLE]
