@@ -40,7 +40,8 @@ from tests.support.netns import (
 from tests.support.scrapes import PASSWORD_ENV, create_users, summary
 from tests.support.servers import TestServer, server_class
 
-pytestmark = [pytest.mark.netns, pytest.mark.mariadb, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.netns, pytest.mark.mariadb, pytest.mark.timeout(120),
+              pytest.mark.usefixtures("_stops")]
 
 PODS = ("pod-a", "pod-b", "pod-c")
 WAIT_TIMEOUT = 60
@@ -82,14 +83,13 @@ class Node:
         return exporter
 
 
-@pytest.fixture(scope="module")
-def node() -> Iterator[Node]:
+def _node(flavor: str) -> Iterator[Node]:
     try:
         star = NetnsStar(clients=len(PODS)).__enter__()
     except NetnsError as error:
         pytest.fail(f"cannot build the test network namespaces ({error}); node mode's tests "
                     "need root and iproute2's `ip netns`", pytrace=False)
-    db = server_in_namespace(server_class("mariadb"), star, [f"--wait-timeout={WAIT_TIMEOUT}"])
+    db = server_in_namespace(server_class(flavor), star, [f"--wait-timeout={WAIT_TIMEOUT}"])
     node = Node(star, db, secrets.token_hex(8))
     try:
         db.start()
@@ -103,16 +103,31 @@ def node() -> Iterator[Node]:
 
 
 @pytest.fixture(scope="module")
+def node() -> Iterator[Node]:
+    """Three pods around a MariaDB (which resets a session on wait_timeout)."""
+    yield from _node("mariadb")
+
+
+@pytest.fixture(scope="module")
+def mysql_node() -> Iterator[Node]:
+    """Three pods around a MySQL 9.7 (which ends a session on wait_timeout with a FIN)."""
+    yield from _node("mysql")
+
+
+@pytest.fixture(scope="module")
 def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
     with engine(tmp_path_factory.mktemp("podman")) as checked:
         yield checked
 
 
-@pytest.fixture(autouse=True)
-def _stop_what_the_test_started(node: Node) -> Iterator[None]:
+@pytest.fixture
+def _stops(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    while node.cleanups:
-        node.cleanups.pop()()
+    for name in ("node", "mysql_node"):
+        if name in request.fixturenames:
+            started: Node = request.getfixturevalue(name)
+            while started.cleanups:
+                started.cleanups.pop()()
 
 
 def by_pod(metrics: Metrics, target: str, process: str | None = None
@@ -247,3 +262,23 @@ def test_real_containers_are_labelled_with_their_container_and_pod(
             index // 2 + 1)
         assert metrics.get("mysql_idle_place_info", pod=PODS[index], container=short,
                            pod_uid="", runtime="podman") == 1
+
+
+@pytest.mark.mysql
+def test_on_mysql_the_seed_story_is_the_close_wait_form_in_its_pod(mysql_node: Node) -> None:
+    node, target = mysql_node, mysql_node.target
+    workers = [node.pod_worker(i, f"app-{i}", 1) for i in range(2)]
+    exporter = node.node_exporter()
+    scrape_until(exporter, lambda m: by_pod(m, target) == {"pod-a": {"idle": 1},
+                                                           "pod-b": {"idle": 1}},
+                 "both pods' sessions idle")
+    assert workers[0].send("sql 0 SET SESSION wait_timeout=2") == "ok 0"
+    metrics = scrape_until(
+        exporter, lambda m: by_pod(m, target).get("pod-a") == {"dropped": 1},
+        "pod-a's session ended by the server, its socket in CLOSE_WAIT", timeout=30)
+    assert by_pod(metrics, target) == {"pod-a": {"dropped": 1}, "pod-b": {"idle": 1}}
+    assert node.star.tcp_states(node.star.legs[0].client_ns, node.db.port) == {
+        workers[0].ports[0]: "CLOSE-WAIT"}
+    drops = {labels["pod"]: value for labels, value in
+             metrics.find("mysql_idle_sessions_dropped_total", target=target)}
+    assert drops == {"pod-a": 1, "pod-b": 0}
