@@ -121,8 +121,6 @@ def build_exporter(
         refused = privileges.check(config.proc_path)
         if refused is not None:
             raise UsageError(refused)
-        if config.state_dir is not None:
-            raise UsageError("--state.dir is not supported with --mode=node yet")
         sockets = NodeSocketReader(
             {t.port for t in config.targets}, proc_root=config.proc_path, clock=clock
         )
@@ -150,7 +148,6 @@ def build_exporter(
         if not (directory.is_dir() and os.access(directory, os.W_OK | os.X_OK)):
             raise UsageError(f"--state.dir {config.state_dir!r} is not an existing directory "
                              "the exporter may write to")
-        assert isinstance(sockets, SocketReader)  # node mode refused --state.dir above
         remembered = persistence.read(directory, boot)
         if remembered is not None:
             sockets.restore(remembered.sockets)

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import errno as errno_codes
 import logging
+import os
 import time
 from collections.abc import Collection
 
 from exporter.deadline import Clock, Deadline
 from exporter.model import Place, Socket
-from exporter.node.namespaces import Namespaces
+from exporter.node.namespaces import Namespaces, parse_ns_link
 from exporter.node.placement import Container, container_of
+from exporter.persistence import SocketMemory
 from exporter.sockets import netlink
 from exporter.sockets.kernel import KernelSocket
 from exporter.sockets.owners import OwnerMap
@@ -75,6 +77,26 @@ class NodeSocketReader:
         self._where = where
         return rows
 
+    def memory(self) -> SocketMemory:
+        """What the reader remembers between reads (exporter.persistence, --state.dir)."""
+        return self._inner.memory()
+
+    def restore(self, memory: SocketMemory) -> None:
+        """Take up an earlier run's memory (see SocketReader.restore). Where a remembered
+        socket lived is found again from its owner: the process still holds it."""
+        self._inner.restore(memory)
+
+    def _netns_of_pid(self, pid: int | None) -> int:
+        """The network namespace of a process (0 if it cannot be read): where a socket that
+        left its table while this process holds it was, when no earlier dump of this run
+        listed it (it was reset while the exporter was down)."""
+        if pid is None:
+            return 0
+        try:
+            return parse_ns_link(os.readlink(f"{self._proc_root}/{pid}/ns/net")) or 0
+        except OSError:
+            return 0
+
     def _container(self, pid: int | None) -> Container | None:
         if pid is None:
             return None
@@ -100,8 +122,8 @@ class NodeSocketReader:
         new = tuple.__new__  # Socket(...) without its Python-level __new__
         for sock in reading.sockets:
             netns = where.get(sock.inode or (sock.local, sock.remote))
-            if netns is None:
-                netns = last.get(sock.inode, 0)  # a reset socket, from the read it was in
+            if netns is None:  # a reset socket: from the read it was in, else its owner's
+                netns = last.get(sock.inode) or self._netns_of_pid(sock.pid)
             if sock.inode:
                 netns_of[sock.inode] = netns
             key = (netns, sock.pid)

@@ -299,8 +299,10 @@ def test_node_mode_runs_a_daemonset_with_host_pid_and_only_the_capabilities_it_n
     assert spec["securityContext"]["runAsNonRoot"] is False
     config = parse_config(exporter["args"])
     assert config.mode == "node"
-    assert config.state_dir is None  # not supported in node mode
-    assert all(v["name"] != "mysql-idle-exporter-state" for v in spec["volumes"])
+    # What the exporter knows of sockets and counted drops outlives its container's restarts.
+    assert config.state_dir == "/var/lib/mysql-idle-exporter"
+    assert {"name": "mysql-idle-exporter-state", "emptyDir": {"sizeLimit": "16Mi"}} in spec[
+        "volumes"]
     # One PodMonitor scrapes every node's exporter, keeping the exporter's pod and container
     # labels (where each socket lives) over the target's (where the exporter runs).
     monitor = manifests.one("PodMonitor")

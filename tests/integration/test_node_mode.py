@@ -39,6 +39,7 @@ from tests.support.netns import (
 )
 from tests.support.scrapes import PASSWORD_ENV, create_users, summary
 from tests.support.servers import TestServer, server_class
+from tests.support.waiting import until
 
 pytestmark = [pytest.mark.netns, pytest.mark.mariadb, pytest.mark.timeout(120),
               pytest.mark.usefixtures("_stops")]
@@ -68,12 +69,12 @@ class Node:
         self.cleanups.append(worker.close)
         return worker
 
-    def node_exporter(self) -> NsExporterProcess:
+    def node_exporter(self, *extra: str) -> NsExporterProcess:
         """The exporter in the server namespace, with the host's /proc."""
         exporter = NsExporterProcess(
             self.star.legs[0],
             [f"--mysql.address={self.target}", "--mysql.user=exporter", "--mode=node",
-             "--server.interval=1s", "--risk.headroom=1s"],
+             "--server.interval=1s", "--risk.headroom=1s", *extra],
             env={PASSWORD_ENV: self.password}, ns=self.star.server_ns)
         # Root with only the capabilities node mode needs (tests/integration/
         # test_node_privileges.py): after `ip netns exec NS`, setpriv limits what is exec'd.
@@ -215,6 +216,29 @@ def test_one_exporter_attributes_every_socket_to_its_pod_and_process_and_the_see
     for path in ("/", "/status.json"):
         status, body = exporter.get(path)
         assert status == 200 and "app-0" in body, (path, body[:300])
+
+
+def test_a_reset_while_the_node_exporter_was_down_is_dropped_in_its_pod_after_a_restart(
+        node: Node, tmp_path: Path) -> None:
+    target = node.target
+    worker = node.pod_worker(0, "app-0", 1)
+    node.pod_worker(2, "app-2", 1)
+    exporter = node.node_exporter(f"--state.dir={tmp_path}")
+    scrape_until(exporter, lambda m: by_pod(m, target) == {"pod-a": {"idle": 1},
+                                                           "pod-c": {"idle": 1}},
+                 "both pods' sessions idle")
+    assert worker.send("sql 0 SET SESSION wait_timeout=2") == "ok 0"
+    exporter.stop()  # SIGTERM: what it knows is saved as it stops
+    leg = node.star.legs[0]
+    until(lambda: not node.star.tcp_states(leg.client_ns, node.db.port),
+          "MariaDB to reset pod-a's session (its socket leaves the table)", timeout=15)
+    restarted = node.node_exporter(f"--state.dir={tmp_path}")
+    metrics = scrape_until(restarted, lambda m: by_pod(m, target).get("pod-a") == {
+        "dropped": 1}, "the reset socket dropped in pod-a after the restart")
+    assert by_pod(metrics, target) == {"pod-a": {"dropped": 1}, "pod-c": {"idle": 1}}
+    drops = {labels["pod"]: value for labels, value in
+             metrics.find("mysql_idle_sessions_dropped_total", target=target)}
+    assert drops == {"pod-a": 1, "pod-c": 0}
 
 
 def test_a_namespace_that_appears_or_empties_is_picked_up_or_forgotten_without_leaking_fds(

@@ -157,7 +157,3 @@ Kubernetes never makes effective). Argument: (dict "exporter" CTX "app" CTX "pod
 {{- end }}
 {{- end }}
 
-{{/* "true" when the exporter keeps its state in an emptyDir (--state.dir; not in node mode). */}}
-{{- define "mysql-idle-exporter.keepState" -}}
-{{- if and .Values.exporter.keepState (ne .Values.mode "node") }}true{{ end }}
-{{- end }}

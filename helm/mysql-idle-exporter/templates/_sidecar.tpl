@@ -58,7 +58,7 @@ Otherwise metrics carry `process="unknown"` and mysql_idle_sockets_without_owner
 {{- end }}
 - --sessions.top={{ .Values.exporter.sessionsTop }}
 - --server.interval={{ .Values.exporter.serverInterval }}
-{{- if include "mysql-idle-exporter.keepState" . }}
+{{- if .Values.exporter.keepState }}
 - --state.dir=/var/lib/mysql-idle-exporter
 {{- end }}
 {{- with .Values.exporter.logLevel }}
@@ -116,7 +116,7 @@ Otherwise metrics carry `process="unknown"` and mysql_idle_sockets_without_owner
   volumeMounts:
     - name: mysql-idle-exporter-tmp
       mountPath: /tmp
-    {{- if include "mysql-idle-exporter.keepState" . }}
+    {{- if .Values.exporter.keepState }}
     - name: mysql-idle-exporter-state
       mountPath: /var/lib/mysql-idle-exporter
     {{- end }}
@@ -135,7 +135,7 @@ Otherwise metrics carry `process="unknown"` and mysql_idle_sockets_without_owner
 - name: mysql-idle-exporter-tmp
   emptyDir:
     sizeLimit: 16Mi
-{{- if include "mysql-idle-exporter.keepState" . }}
+{{- if .Values.exporter.keepState }}
 - name: mysql-idle-exporter-state
   emptyDir:
     sizeLimit: 16Mi
