@@ -169,14 +169,183 @@ class Bench:
         return {"round_wall_ms_median": 1000 * statistics.median(walls)}
 
 
+def _tcp_inuse() -> int:
+    """TCP sockets allocated on the machine, every namespace's (`alloc` in
+    /proc/net/sockstat is the kernel's global count; `inuse` is this namespace's only)."""
+    with open("/proc/net/sockstat") as sockstat:
+        for line in sockstat:
+            if line.startswith("TCP:"):
+                fields = line.split()
+                return int(fields[fields.index("alloc") + 1])
+    return 0
+
+
+def _channel_in(netns_path: str) -> Any:
+    """A sock_diag socket opened inside the namespace at ``netns_path``."""
+    import ctypes
+    import threading
+
+    from exporter.sockets import netlink
+
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        fd = os.open(netns_path, os.O_RDONLY)
+        try:
+            ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000)
+        finally:
+            os.close(fd)
+        out["channel"] = netlink.open_channel()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return out["channel"]
+
+
+def dump_cost(extra_connections: int, buckets: int, dumps: int) -> dict[str, Any]:
+    """The kernel's cost of one namespace's sock_diag dump (both families, as the exporter
+    makes it), in a namespace made the usual way (it shares the machine's TCP hash table,
+    and a dump walks every socket of every namespace in it) and in one made with a table of
+    its own (`net.ipv4.tcp_child_ehash_entries` set in the namespace that creates it, Linux
+    6.1+), with the machine's sockets as they are and with ``extra_connections`` more (held
+    in a scratch namespace)."""
+    import resource
+    import socket as sockets
+
+    from exporter.deadline import Deadline
+    from exporter.sockets import netlink
+
+    tag = secrets.token_hex(3)
+    parent, plain, child, scratch = (f"mie-{n}-{tag}" for n in ("ehp", "plain", "child", "x"))
+    made: list[str] = []
+    held: list[sockets.socket] = []
+    results: dict[str, Any] = {"buckets": buckets}
+    try:
+        for name in (parent, plain, scratch):
+            subprocess.run(["ip", "netns", "add", name], check=True)
+            made.append(name)
+        subprocess.run(["ip", "netns", "exec", parent, "sysctl", "-qw",
+                        f"net.ipv4.tcp_child_ehash_entries={buckets}"], check=True)
+        holder = subprocess.Popen(["ip", "netns", "exec", parent, "unshare", "--net", "sleep",
+                                   "600"])
+        try:
+            deadline = time.monotonic() + 5
+            # Until `ip netns exec` has exec'd unshare and unshare sleep (same pid).
+            while Path(f"/proc/{holder.pid}/comm").read_text().strip() != "sleep":
+                if time.monotonic() > deadline:
+                    raise RuntimeError("unshare did not start")
+                time.sleep(0.02)
+            subprocess.run(["ip", "netns", "attach", child, str(holder.pid)], check=True)
+            made.append(child)
+        finally:
+            holder.kill()
+            holder.wait()
+
+        def cost(path: str) -> float:
+            channel = _channel_in(path)
+            try:
+                before = resource.getrusage(resource.RUSAGE_SELF)
+                for _ in range(dumps):
+                    netlink.dump_tcp([3306], Deadline.after(30), channel=channel)
+                after = resource.getrusage(resource.RUSAGE_SELF)
+            finally:
+                channel.close()
+            return 1000 * ((after.ru_stime - before.ru_stime)
+                           + (after.ru_utime - before.ru_utime)) / dumps
+
+        for label in ("as_is", f"plus_{extra_connections}_connections"):
+            if label != "as_is":
+                listener = _channel_free_listener(scratch)
+                held.append(listener)
+                port = listener.getsockname()[1]
+
+                def connect_all(port: int = port, listener: Any = listener
+                                ) -> list[sockets.socket]:
+                    both = []
+                    for _ in range(extra_connections):
+                        both.append(sockets.create_connection(("127.0.0.1", port)))
+                        both.append(listener.accept()[0])
+                    return both
+
+                held.extend(_in(f"/run/netns/{scratch}", connect_all))
+            results[label] = {
+                "machine_tcp_sockets": _tcp_inuse(),
+                "shared_table_ms_per_dump": cost(f"/run/netns/{plain}"),
+                "own_table_ms_per_dump": cost(f"/run/netns/{child}"),
+            }
+    finally:
+        for held_socket in held:
+            held_socket.close()
+        for name in reversed(made):
+            subprocess.run(["ip", "netns", "del", name], check=False)
+    return results
+
+
+def _in(netns_path: str, function: Any) -> Any:
+    import ctypes
+    import threading
+
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        fd = os.open(netns_path, os.O_RDONLY)
+        try:
+            ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000)
+        finally:
+            os.close(fd)
+        out["value"] = function()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return out["value"]
+
+
+def _channel_free_listener(ns: str) -> Any:
+    import socket as sockets
+
+    def listen() -> sockets.socket:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        listener = sockets.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4096)
+        return listener
+
+    return _in(f"/run/netns/{ns}", listen)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dump-cost", action="store_true",
+                        help="only measure one namespace's dump against the machine's "
+                        "sockets, with a shared and an own TCP hash table")
+    parser.add_argument("--extra-connections", type=int, default=5000)
     parser.add_argument("--namespaces", default="1,10,30")
+    parser.add_argument("--child-ehash", type=int, default=None, metavar="BUCKETS",
+                        help="give each pod's namespace a TCP hash table of its own "
+                        "(net.ipv4.tcp_child_ehash_entries)")
     parser.add_argument("--sessions", type=int, default=10, help="idle sessions per pod")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--other-sessions", type=int, default=1000,
                         help="idle sessions no watcher owns (over the unix socket)")
     args = parser.parse_args(argv)
+    if args.dump_cost:
+        # The scratch namespace's client and server ends: 2 sockets per connection, held by
+        # this process (its open-file limit raised to the hard one).
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        found = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                 "command": " ".join(["python", "-m", "benchmarks.node",
+                                      *(argv if argv is not None else sys.argv[1:])]),
+                 **dump_cost(args.extra_connections, 1024, 20)}
+        print(json.dumps(found, indent=1))
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"node-dumpcost-{dt.datetime.now():%Y%m%d-%H%M%S}.json").write_text(
+            json.dumps(found, indent=1) + "\n")
+        return 0
     levels = [int(n) for n in args.namespaces.split(",")]
     password = secrets.token_hex(8)
     results: dict[str, Any] = {
@@ -188,7 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sessions_per_pod": args.sessions, "other_sessions": args.other_sessions,
         "rounds": args.rounds, "levels": {},
     }
-    with NetnsStar(clients=max(levels)) as star:
+    results["child_ehash"] = args.child_ehash
+    with NetnsStar(clients=max(levels), child_ehash=args.child_ehash) as star:
         db = server_in_namespace(ThrowawayMariaDB, star, [
             f"--max-connections={args.other_sessions + max(levels) * (args.sessions + 2) + 50}",
             "--skip-name-resolve"])
@@ -213,7 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             db.destroy()
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"node-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
+    suffix = "" if args.child_ehash is None else f"-ehash{args.child_ehash}"
+    out = RESULTS / f"node-{dt.datetime.now():%Y%m%d-%H%M%S}{suffix}.json"
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"written {out}")
     return 0
