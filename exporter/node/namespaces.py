@@ -147,8 +147,9 @@ class Namespaces:
                 except NamespaceGone:
                     continue  # found again at the next refresh, through another process
                 except OSError as error:
-                    if error.errno not in self._refused:
-                        self._refused.add(error.errno or 0)
+                    code = error.errno or 0
+                    if code not in self._refused:
+                        self._refused.add(code)
                         log.warning("cannot enter network namespace %d through pid %d (%s): "
                                     "its sockets are not seen", inode, pid, error)
 

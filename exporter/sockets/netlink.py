@@ -8,6 +8,7 @@ inet_diag,tcp}.h; netlink speaks host byte order except where a field is `__be`.
 
 from __future__ import annotations
 
+import contextlib
 import errno as errno_codes
 import os
 import socket
@@ -475,38 +476,34 @@ def dump_tcp(
     """Every IPv4 and IPv6 TCP socket (but LISTEN and TIME_WAIT) whose remote port is one
     of `remote_ports`. IPv4-mapped IPv6 sockets come from the IPv6 dump, normalised.
 
-    ``channel``: an open socket from open_channel() to dump through (and leave open; after
-    an error it may hold a dump's remains: close it); else one is opened and closed here.
+    ``channel``: an open socket from open_channel() to dump through, left open (after an
+    error it may hold a dump's remains: close it); else one is opened and closed here.
 
     Raises NetlinkUnavailable when sock_diag cannot be used here, NetlinkError when one
     dump fails (including the deadline passing: the call never takes much beyond it)."""
     bytecode = build_bytecode(remote_ports)
-    if channel is not None:
-        return _dump_through(channel, bytecode, deadline)
-    with open_channel() as opened:
-        return _dump_through(opened, bytecode, deadline)
-
-
-def _dump_through(channel: socket.socket, bytecode: bytes, deadline: Deadline
-                  ) -> list[KernelSocket]:
+    given = channel
+    if channel is None:
+        channel = open_channel()
     global _known
     parser = _Parser(_known)
-    sockets: list[KernelSocket] = []
-    for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
-        try:
-            sockets.extend(_dump_family(channel, family, bytecode, seq, deadline, parser))
-        except NetlinkError as error:
-            if type(error) is NetlinkError and error.errno in UNAVAILABLE_ERRNOS:
-                raise NetlinkUnavailable(error.errno, str(error.strerror)) from error
-            raise
-        except OSError as error:  # from send/recv themselves
-            raise _classify(error, "sock_diag") from error
-    # Remembered sockets are forgotten all at once when they outnumber those of this
-    # dump twice over: memory follows the sockets without a store per socket per dump.
-    # The values are immutable and keyed by every byte they come from, so a dump
-    # running beside another (not the engine's way) can never get a wrong row.
-    _known = parser.known if len(parser.known) <= 2 * len(sockets) + 1024 else {}
-    return sockets
+    with channel if given is None else contextlib.nullcontext(channel):
+        sockets: list[KernelSocket] = []
+        for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
+            try:
+                sockets.extend(_dump_family(channel, family, bytecode, seq, deadline, parser))
+            except NetlinkError as error:
+                if type(error) is NetlinkError and error.errno in UNAVAILABLE_ERRNOS:
+                    raise NetlinkUnavailable(error.errno, str(error.strerror)) from error
+                raise
+            except OSError as error:  # from send/recv themselves
+                raise _classify(error, "sock_diag") from error
+        # Remembered sockets are forgotten all at once when they outnumber those of this
+        # dump twice over: memory follows the sockets without a store per socket per dump.
+        # The values are immutable and keyed by every byte they come from, so a dump
+        # running beside another (not the engine's way) can never get a wrong row.
+        _known = parser.known if len(parser.known) <= 2 * len(sockets) + 1024 else {}
+        return sockets
 
 
 _known: dict[_StaticKey, _Static] = {}
