@@ -5,8 +5,8 @@ A place is a network namespace and the owner's container in it (exporter.model.P
 Correlating per place keeps two namespaces' connections apart even where they share a
 client ip:port (two pods behind one NAT, loopback clients), and gives each pod and
 container its own states, headroom and drop counts. The server is read once for them all.
-A place is forgotten after a collection that finds nothing of it (its drop counter goes
-with it, as a gone pod's series do).
+A place with no socket left is forgotten at once if it never counted a drop, else after
+PLACE_MEMORY_SECONDS (its drop counter goes with it, as a gone pod's series do).
 """
 
 from __future__ import annotations
@@ -34,6 +34,11 @@ from exporter.summary import summarise
 from exporter.timeouts import Outlived
 
 NOWHERE = Place(netns=0, pod="")  # a socket read without a place (local mode's reader)
+# How long a place with no socket left keeps its drop count (and its counter series): a
+# failed socket read or a pod between two connections must not reset it; a pod gone for
+# good takes its series with it after this long.
+PLACE_MEMORY_SECONDS = 600.0
+_EMPTY = TargetSummary(processes={}, riskiest=())
 
 
 def split(sockets: Iterable[Socket]) -> dict[Place, list[Socket]]:
@@ -131,10 +136,19 @@ def correlate_places(
     for place in sorted(groups.keys() | places.keys(),
                         key=lambda p: (p.pod, p.container, p.netns, p.pod_uid, p.runtime)):
         group = groups.get(place, ())
+        remembered = places.get(place)
+        if not group and remembered is not None and not remembered.items:
+            # Nothing of it now nor at the last collection: only its drop count is left to
+            # keep, for a while (a failed socket read, a pod between two connections).
+            if any(remembered.dropped_totals.values()) and (
+                    now - remembered.items_at <= PLACE_MEMORY_SECONDS):
+                kept[place] = remembered
+                summaries.append(PlaceSummary(place, _EMPTY, remembered.dropped_totals))
+            continue
         snapshot, memory = correlate(target, group, server, settings,
-                                     places.get(place, fresh), now,
+                                     remembered if remembered is not None else fresh, now,
                                      live=live_connections(group))
-        if snapshot.items or memory.items:
+        if snapshot.items or memory.items or any(memory.dropped_totals.values()):
             kept[place] = memory
         if group or any(memory.dropped_totals.values()):
             snapshots.append(snapshot)

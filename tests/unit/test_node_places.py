@@ -133,3 +133,26 @@ def test_a_phantom_is_reported_in_its_own_pod_only() -> None:
         "shop-1": (0, 1, 0, 0, 0, 0),  # idle
     }
     assert [i.state for i in snapshot.items] == [State.PHANTOM, State.IDLE]
+
+
+def test_a_pods_drop_count_outlives_a_collection_without_its_sockets_for_ten_minutes() -> None:
+    from exporter.node.places import PLACE_MEMORY_SECONDS
+
+    server = view(sess(1, 5000))
+    _, _, _, kept = correlate_places("db", placed([sock(5000)], POD_A), server, SETTINGS, {},
+                                     Memory(), NOW, top=5)
+    # Reset and held: dropped, counted once.
+    _, _, places, kept = correlate_places("db", placed([sock(5000, gone=True)], POD_A),
+                                          view(), SETTINGS, kept, Memory(), NOW + 15, top=5)
+    assert [dict(p.dropped_totals) for p in places] == [{"worker": 1}]
+    # The socket is closed (or a socket read failed): the count stays, and the series with
+    # it, at later collections without any socket of the pod...
+    for at in (NOW + 30, NOW + 45, NOW + 30 + PLACE_MEMORY_SECONDS):
+        snapshot, _, places, kept = correlate_places("db", [], view(), SETTINGS, kept,
+                                                     Memory(), at, top=5)
+        assert [(p.place, dict(p.dropped_totals)) for p in places] == [(POD_A, {"worker": 1})]
+        assert snapshot.dropped_totals == {"worker": 1}
+    # ... until it has been gone that long.
+    _, _, places, kept = correlate_places("db", [], view(), SETTINGS, kept, Memory(),
+                                          NOW + 31 + PLACE_MEMORY_SECONDS, top=5)
+    assert places == () and kept == {}
