@@ -305,8 +305,10 @@ def run(argv: Sequence[str]) -> int:
     except UsageError as error:
         fail(str(error))
     log.info(
-        "mysql-idle-exporter %s watching %s", __version__,
+        "mysql-idle-exporter %s watching %s%s", __version__,
         ", ".join(exporter.engine.target_names),
+        " from every network namespace of this machine (--mode=node)"
+        if config.mode == "node" else "",
     )
     warning = password_warning(config, os.environ)
     if warning is not None:
