@@ -27,6 +27,8 @@ from exporter.fleet import FLEET_PASSWORD_ENV, FLEET_PATH
 from exporter.fleet.server import FleetServer
 from exporter.logs import setup_logging
 from exporter.model import Settings
+from exporter.node import privileges
+from exporter.node.reader import NodeSocketReader
 from exporter.persistence import SavedState, StateKeeper
 from exporter.planner import ReadPolicy
 from exporter.resolver import AddressBook
@@ -114,17 +116,27 @@ def build_exporter(
     clock: Clock = time.monotonic,
 ) -> Exporter:
     """Everything a running exporter needs, from validated flags. Raises UsageError."""
+    sockets: SocketReader | NodeSocketReader
+    if config.mode == "node":
+        refused = privileges.check(config.proc_path)
+        if refused is not None:
+            raise UsageError(refused)
+        sockets = NodeSocketReader(
+            {t.port for t in config.targets}, proc_root=config.proc_path, clock=clock
+        )
+    else:
+        sockets = SocketReader(
+            {t.port for t in config.targets},
+            source=config.sockets_source,
+            proc_root=config.proc_path,
+            clock=clock,
+        )
     sources = _session_sources(config, environ)
     targets = [
-        Target(name=t.name, host=t.host, port=t.port, sessions=source)
+        Target(name=t.name, host=t.host, port=t.port, sessions=source,
+               node=config.mode == "node")
         for t, source in zip(config.targets, sources, strict=True)
     ]
-    sockets = SocketReader(
-        {t.port for t in config.targets},
-        source=config.sockets_source,
-        proc_root=config.proc_path,
-        clock=clock,
-    )
     settings = Settings(
         risk_headroom=config.risk_headroom, network_idle_timeout=config.network_idle_timeout
     )
@@ -293,8 +305,10 @@ def run(argv: Sequence[str]) -> int:
     except UsageError as error:
         fail(str(error))
     log.info(
-        "mysql-idle-exporter %s watching %s", __version__,
+        "mysql-idle-exporter %s watching %s%s", __version__,
         ", ".join(exporter.engine.target_names),
+        " from every network namespace of this machine (--mode=node)"
+        if config.mode == "node" else "",
     )
     warning = password_warning(config, os.environ)
     if warning is not None:

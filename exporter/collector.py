@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import platform
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -16,7 +16,14 @@ from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.causes import ALL_CAUSES
-from exporter.model import ALL_STATES, Snapshot, TargetReport, TargetSnapshot, TargetSummary
+from exporter.model import (
+    ALL_STATES,
+    Classified,
+    Snapshot,
+    TargetReport,
+    TargetSnapshot,
+    TargetSummary,
+)
 from exporter.sockets.owners import WITHOUT_OWNER_REASONS
 from exporter.summary import utf8_label
 
@@ -42,7 +49,18 @@ def _bound_text(bound: float) -> str:
     return str(float(bound))
 
 
-_Summarised = tuple[TargetSnapshot, TargetSummary]
+# A target's snapshot, a summary of (part of) its sockets, their drop totals, the values
+# of the place labels (node mode: pod, container; local mode: none), and their drops by
+# (process, cause).
+_Summarised = tuple[TargetSnapshot, TargetSummary, Mapping[str, int], list[str],
+                    Mapping[tuple[str, str], int]]
+
+PLACE_LABELS = ["pod", "container"]
+
+
+def _place_values(item: Classified) -> list[str]:
+    place = item.socket.place
+    return ["", ""] if place is None else [place.pod, place.container]
 
 
 class SnapshotCollector(Collector):
@@ -58,6 +76,8 @@ class SnapshotCollector(Collector):
         self._snapshot = snapshot
         self._include_build_info = include_build_info
         self._render_seconds = render_seconds
+        # Node mode: socket-side series say where the socket lives.
+        self._place = PLACE_LABELS if snapshot.node else []
 
     def collect(self) -> Iterator[Metric]:
         for family in self._families():
@@ -69,7 +89,15 @@ class SnapshotCollector(Collector):
     def _families(self) -> Iterator[Metric]:
         reports = self._snapshot.reports
         targets = [r.snapshot for r in reports]
-        summaries = [(r.snapshot, r.summary) for r in reports]
+        summaries: list[_Summarised] = []
+        for r in reports:
+            if self._snapshot.node:
+                summaries.extend((r.snapshot, p.summary, p.dropped_totals,
+                                  [p.place.pod, p.place.container], p.cause_totals)
+                                 for p in r.places)
+            else:
+                summaries.append((r.snapshot, r.summary, r.snapshot.dropped_totals, [],
+                                  r.snapshot.cause_totals))
         yield from self._up(targets)
         yield from self._server(targets)
         yield from self._sessions(summaries)
@@ -78,6 +106,8 @@ class SnapshotCollector(Collector):
         yield from self._drops(summaries)
         yield from self._transactions(summaries)
         yield from self._limits(summaries)
+        if self._snapshot.node:
+            yield self._places(reports)
         yield self._without_owner()
         yield from self._self_metrics(reports)
 
@@ -166,25 +196,25 @@ class SnapshotCollector(Collector):
         sessions = GaugeMetricFamily(
             "mysql_idle_sessions",
             "Sockets and sessions by state and owning process.",
-            labels=["target", "state", "process"],
+            labels=["target", "state", "process", *self._place],
         )
         keepalive = GaugeMetricFamily(
             "mysql_idle_sockets_keepalive",
             "Sockets with the kernel's TCP keepalive timer armed.",
-            labels=["target", "process"],
+            labels=["target", "process", *self._place],
         )
         names = GaugeMetricFamily(
             "mysql_idle_process_info",
             "1 per process label and the plain process name (comm) of its owners.",
-            labels=["target", "process", "comm"],
+            labels=["target", "process", "comm", *self._place],
         )
-        for t, summary in summaries:
+        for t, summary, _, place, _ in summaries:
             for process, totals in summary.processes.items():
                 for state, count in zip(ALL_STATES, totals.states, strict=True):
-                    sessions.add_metric([t.target, state.value, process], float(count))
-                keepalive.add_metric([t.target, process], float(totals.keepalive))
+                    sessions.add_metric([t.target, state.value, process, *place], float(count))
+                keepalive.add_metric([t.target, process, *place], float(totals.keepalive))
                 for comm in totals.comms:
-                    names.add_metric([t.target, process, comm], 1.0)
+                    names.add_metric([t.target, process, comm, *place], 1.0)
         yield sessions
         yield keepalive
         yield names
@@ -193,17 +223,20 @@ class SnapshotCollector(Collector):
         minimum = GaugeMetricFamily(
             "mysql_idle_min_headroom_seconds",
             "Smallest headroom (timeout minus idle) among a process's idle sessions.",
-            labels=["target", "process"],
+            labels=["target", "process", *self._place],
         )
         per_session = GaugeMetricFamily(
             "mysql_idle_session_headroom_seconds",
             "Headroom of the riskiest idle sessions (at most --sessions.top series).",
-            labels=["target", "process", "pid", "session_id", "user", "db"],
+            labels=["target", "process", "pid", "session_id", "user", "db", *self._place],
         )
-        for t, summary in summaries:
+        for t, summary, _, place, _ in summaries:
             for process, totals in summary.processes.items():
                 if totals.min_headroom is not None:
-                    minimum.add_metric([t.target, process], totals.min_headroom)
+                    minimum.add_metric([t.target, process, *place], totals.min_headroom)
+        # The riskiest of each target as a whole: --sessions.top bounds them across places.
+        for report in self._snapshot.reports:
+            t, summary = report.snapshot, report.summary
             for item in summary.riskiest:
                 assert item.session is not None and item.headroom_seconds is not None
                 per_session.add_metric(
@@ -214,6 +247,7 @@ class SnapshotCollector(Collector):
                         str(item.session.id),
                         item.session.user,
                         item.session.db or "",
+                        *(_place_values(item) if self._place else ()),
                     ],
                     item.headroom_seconds,
                 )
@@ -224,20 +258,20 @@ class SnapshotCollector(Collector):
         server_idle = HistogramMetricFamily(
             "mysql_idle_session_idle_seconds",
             "Idle seconds of matched idle sessions (the current distribution, not cumulative).",
-            labels=["target", "process"],
+            labels=["target", "process", *self._place],
         )
         client_idle = HistogramMetricFamily(
             "mysql_idle_client_idle_seconds",
             "Client-side silence per socket from tcp_info (the current distribution).",
-            labels=["target", "process"],
+            labels=["target", "process", *self._place],
         )
-        for t, summary in summaries:
+        for t, summary, _, place, _ in summaries:
             for process, totals in summary.processes.items():
                 if totals.server_idle:
                     buckets, total = histogram_buckets(totals.server_idle)
-                    server_idle.add_metric([t.target, process], buckets, total)
+                    server_idle.add_metric([t.target, process, *place], buckets, total)
                 buckets, total = histogram_buckets(totals.client_idle)
-                client_idle.add_metric([t.target, process], buckets, total)
+                client_idle.add_metric([t.target, process, *place], buckets, total)
         yield server_idle
         yield client_idle
 
@@ -245,32 +279,32 @@ class SnapshotCollector(Collector):
         drops = CounterMetricFamily(
             "mysql_idle_sessions_dropped",
             "Sessions seen to die idle (became dropped, or vanished after their timeout).",
-            labels=["target", "process"],
+            labels=["target", "process", *self._place],
         )
-        for t, summary in summaries:
+        for t, summary, dropped_totals, place, _ in summaries:
             # Zero from a process's first sighting, so increase() sees its first drop.
             totals: dict[str, int] = dict.fromkeys(summary.processes, 0)
-            for process, total in t.dropped_totals.items():
+            for process, total in dropped_totals.items():
                 totals[utf8_label(process)] = totals.get(utf8_label(process), 0) + total
             for process in sorted(totals):
-                drops.add_metric([t.target, process], float(totals[process]))
+                drops.add_metric([t.target, process, *place], float(totals[process]))
         yield drops
         causes = CounterMetricFamily(
             "mysql_idle_sessions_dropped_by_cause",
             "Sessions seen to die, by cause: idle_timeout, transaction_timeout, network "
             "(the path's limit, or a phantom), killed, restart, unknown. Every drop of "
             "mysql_idle_sessions_dropped_total once its cause is known, and phantoms.",
-            labels=["target", "process", "cause"],
+            labels=["target", "process", "cause", *self._place],
         )
-        for t, summary in summaries:
+        for t, summary, _, place, cause_totals in summaries:
             counted: dict[tuple[str, str], int] = {}
-            for (raw, why), total in t.cause_totals.items():
+            for (raw, why), total in cause_totals.items():
                 key = (utf8_label(raw), why)
                 counted[key] = counted.get(key, 0) + total
             processes = set(summary.processes) | {process for process, _ in counted}
             for process in sorted(processes):
                 for cause in ALL_CAUSES:
-                    causes.add_metric([t.target, process, cause.value],
+                    causes.add_metric([t.target, process, cause.value, *place],
                                       float(counted.get((process, cause.value), 0)))
         yield causes
 
@@ -279,50 +313,53 @@ class SnapshotCollector(Collector):
             "mysql_idle_sessions_in_transaction",
             "Matched sessions asleep inside an open InnoDB transaction: they hold its locks "
             "and undo history while their process does something else.",
-            labels=["target", "process"],
+            labels=["target", "process", *self._place],
         )
         oldest = GaugeMetricFamily(
             "mysql_idle_transaction_oldest_seconds",
             "Age of the oldest open transaction among a process's idle sessions.",
-            labels=["target", "process"],
+            labels=["target", "process", *self._place],
         )
         idle = GaugeMetricFamily(
             "mysql_idle_transaction_idle_seconds",
             "Longest idle time among a process's sessions asleep inside a transaction.",
-            labels=["target", "process"],
+            labels=["target", "process", *self._place],
         )
         locked = GaugeMetricFamily(
             "mysql_idle_transaction_rows_locked",
             "Rows locked by the open transactions of a process's idle sessions.",
-            labels=["target", "process"],
+            labels=["target", "process", *self._place],
         )
         modified = GaugeMetricFamily(
             "mysql_idle_transaction_rows_modified",
             "Rows modified by the open transactions of a process's idle sessions.",
-            labels=["target", "process"],
+            labels=["target", "process", *self._place],
         )
         per_session = GaugeMetricFamily(
             "mysql_idle_session_transaction_seconds",
             "Age of the open transaction of the idle sessions inside the oldest ones (at "
             "most --sessions.top series).",
-            labels=["target", "process", "pid", "session_id", "user", "db"],
+            labels=["target", "process", "pid", "session_id", "user", "db", *self._place],
         )
-        for t, summary in summaries:
+        for t, summary, _, place, _ in summaries:
             for process, totals in summary.processes.items():
-                count.add_metric([t.target, process], float(totals.in_transaction))
+                count.add_metric([t.target, process, *place], float(totals.in_transaction))
                 if totals.in_transaction:
-                    labels = [t.target, process]
+                    labels = [t.target, process, *place]
                     oldest.add_metric(labels, totals.transaction_oldest or 0.0)
                     idle.add_metric(labels, totals.transaction_idle or 0.0)
                     locked.add_metric(labels, float(totals.rows_locked))
                     modified.add_metric(labels, float(totals.rows_modified))
-            for item in summary.transactions:
+        # The oldest of each target as a whole: --sessions.top bounds them across places.
+        for report in self._snapshot.reports:
+            for item in report.summary.transactions:
                 session = item.session
                 assert session is not None and session.transaction_seconds is not None
                 per_session.add_metric(
-                    [t.target, utf8_label(item.socket.process),
+                    [report.snapshot.target, utf8_label(item.socket.process),
                      "" if item.socket.pid is None else str(item.socket.pid),
-                     str(session.id), session.user, session.db or ""],
+                     str(session.id), session.user, session.db or "",
+                     *(_place_values(item) if self._place else ())],
                     session.transaction_seconds,
                 )
         yield from (count, oldest, idle, locked, modified, per_session)
@@ -334,37 +371,57 @@ class SnapshotCollector(Collector):
             "wait_timeout, session_wait_timeout, interactive_timeout, "
             "idle_transaction_timeout, idle_readonly_transaction_timeout, "
             "idle_write_transaction_timeout, network_idle_timeout.",
-            labels=["target", "process", "limit"],
+            labels=["target", "process", "limit", *self._place],
         )
         per_session = GaugeMetricFamily(
             "mysql_idle_session_timeout_seconds",
             "The limit of the riskiest idle sessions (those of "
             "mysql_idle_session_headroom_seconds), and which one it is.",
-            labels=["target", "process", "pid", "session_id", "limit"],
+            labels=["target", "process", "pid", "session_id", "limit", *self._place],
         )
         late = GaugeMetricFamily(
             "mysql_idle_sockets_keepalive_late",
             "Open sockets whose keepalive is off, or sends its next probe after the path's "
             "idle limit (--network.idle-timeout; only where set): the path forgets them.",
-            labels=["target", "process"],
+            labels=["target", "process", *self._place],
         )
-        for t, summary in summaries:
+        for t, summary, _, place, _ in summaries:
             network = t.settings.network_idle_timeout is not None
             for process, totals in summary.processes.items():
                 for limit, number in totals.limits:
-                    by_limit.add_metric([t.target, process, limit], float(number))
+                    by_limit.add_metric([t.target, process, limit, *place], float(number))
                 if network:
-                    late.add_metric([t.target, process], float(totals.keepalive_late))
-            for item in summary.riskiest:
+                    late.add_metric([t.target, process, *place], float(totals.keepalive_late))
+        # The sessions of mysql_idle_session_headroom_seconds: the target's riskiest.
+        for report in self._snapshot.reports:
+            for item in report.summary.riskiest:
                 if item.session is None or item.timeout_kind is None:
                     continue
                 per_session.add_metric(
-                    [t.target, utf8_label(item.socket.process),
+                    [report.snapshot.target, utf8_label(item.socket.process),
                      "" if item.socket.pid is None else str(item.socket.pid),
-                     str(item.session.id), item.timeout_kind.value],
+                     str(item.session.id), item.timeout_kind.value,
+                     *(_place_values(item) if self._place else ())],
                     item.timeout_seconds or 0.0,
                 )
         yield from (by_limit, per_session, late)
+
+    def _places(self, reports: Sequence[TargetReport]) -> Metric:
+        family = GaugeMetricFamily(
+            "mysql_idle_place_info",
+            "Node mode: 1 per pod and container holding watched sockets, with the pod's UID "
+            "and the container runtime from the owner's cgroup path.",
+            labels=["pod", "container", "pod_uid", "runtime"],
+        )
+        seen: set[tuple[str, str, str, str]] = set()
+        for report in reports:
+            for part in report.places:
+                place = part.place
+                values = (place.pod, place.container, place.pod_uid, place.runtime)
+                if values not in seen:
+                    seen.add(values)
+                    family.add_metric(list(values), 1.0)
+        return family
 
     def _without_owner(self) -> Metric:
         family = GaugeMetricFamily(

@@ -18,6 +18,7 @@ from exporter.sockets.reader import Source as SocketSourceName
 
 LogLevel = Literal["debug", "info", "warn", "error"]
 LogFormat = Literal["logfmt", "json"]
+Mode = Literal["local", "node"]
 
 DEFAULT_LISTEN = ":9864"
 # The longest scrape anyone may ask for (a header or --web.scrape-timeout): deadlines far
@@ -65,6 +66,8 @@ class Config:
     fleet_url: str | None = None
     fleet_user: str | None = None
     fleet_fresh_interval: float = DEFAULT_FRESH_INTERVAL_SECONDS
+    # "local": this network namespace's sockets; "node": every namespace's (exporter.node).
+    mode: Mode = "local"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -244,6 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     host = parser.add_argument_group("host")
     host.add_argument(
+        "--mode",
+        dest="mode",
+        choices=get_args(Mode),
+        default="local",
+        help="local: the sockets of the exporter's own network namespace (a sidecar, a "
+        "process beside the application); node: every network namespace on the machine, "
+        "each socket labelled with its pod and container (one exporter per node: a "
+        "DaemonSet with hostPID, as root with CAP_SYS_ADMIN, CAP_SYS_PTRACE and "
+        "CAP_DAC_READ_SEARCH) (default local)",
+    )
+    host.add_argument(
         "--sockets.source",
         dest="sockets_source",
         choices=get_args(SocketSourceName),
@@ -374,6 +388,9 @@ def parse_config_args(
             raise UsageError(f"--fleet.url must start with http:// or https://: {args.fleet_url!r}")
         if args.fleet_serve:
             raise UsageError("--fleet.serve and --fleet.url exclude each other")
+    if args.mode == "node" and args.sockets_source == "proc":
+        raise UsageError("--mode=node reads each network namespace with netlink sock_diag: "
+                         "--sockets.source=proc cannot serve it")
     if args.fleet_serve and args.fleet_fresh_interval >= args.scrape_timeout:
         # A fresh request waits out the interval before its read starts: it would time out.
         raise UsageError(
@@ -408,6 +425,7 @@ def parse_config_args(
         fleet_url=args.fleet_url,
         fleet_user=args.fleet_user,
         fleet_fresh_interval=args.fleet_fresh_interval,
+        mode=args.mode,
     )
     return config, args
 

@@ -112,6 +112,8 @@ class Engine:
         self._socket_errors = 0
         self._bugs_logged: set[str] = set()
         self._on_collected = on_collected
+        # Node mode (exporter.node): socket-side series carry pod and container labels.
+        self._node = any(t.node for t in targets)
 
     @property
     def clock(self) -> Clock:
@@ -145,6 +147,9 @@ class Engine:
     def close(self) -> None:
         for watched in self._watched:
             watched.target.sessions.close()
+        close_sockets = getattr(self._sockets, "close", None)  # node mode's namespaces
+        if close_sockets is not None:
+            close_sockets()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def _collect(self, deadline: Deadline) -> Snapshot:
@@ -190,6 +195,7 @@ class Engine:
                     counts=self._counts(w),
                     resolve=status,
                     durations={**phases, **outcome.durations, "total": total},
+                    places=outcome.places,
                 )
                 for w, status, outcome in zip(self._watched, resolved, outcomes, strict=True)
             ),
@@ -197,6 +203,7 @@ class Engine:
             top_sessions=self._top,
             socket_read_errors=self._socket_errors,
             sockets_without_owner=without_owner,
+            node=self._node,
         )
         self._last = snapshot
         if self._on_collected is not None:
@@ -296,18 +303,19 @@ class Engine:
     def _stand_in(self, watched: _Watched, error: str) -> TargetOutcome:
         """An outcome for a target whose trip gave none: its last items, server down."""
         name = watched.target.name
-        last = next(
-            (r.snapshot for r in (self._last.reports if self._last else ()) if
+        report = next(
+            (r for r in (self._last.reports if self._last else ()) if
              r.snapshot.target == name),
             None,
         )
         down = ServerView(target=name, ok=False, error=error)
         snapshot = (
-            replace(last, server=down, server_age_seconds=None)
-            if last is not None
+            replace(report.snapshot, server=down, server_age_seconds=None)
+            if report is not None
             else self._empty(watched, down)
         )
-        return TargetOutcome(snapshot, summarise(snapshot, self._top), watched.state)
+        return TargetOutcome(snapshot, summarise(snapshot, self._top), watched.state,
+                             places=report.places if report is not None else ())
 
     def _empty(self, watched: _Watched, server: ServerView | None) -> TargetSnapshot:
         memory = watched.state.memory
@@ -349,7 +357,7 @@ class Engine:
                 ))
         return Snapshot(
             reports=tuple(reports), collections=self._collections, top_sessions=self._top,
-            socket_read_errors=self._socket_errors,
+            socket_read_errors=self._socket_errors, node=self._node,
         )
 
 

@@ -43,6 +43,21 @@ class TcpState(enum.IntEnum):
     NEW_SYN_RECV = 12
 
 
+class Place(NamedTuple):
+    """Where a socket lives on the machine, in node mode (--mode=node): its network
+    namespace and the names users know it by (exporter.node)."""
+
+    netns: int  # the network namespace's inode (net:[N])
+    # The host name the namespace's processes see: in Kubernetes the pod's name (a pod's
+    # containers share its network and UTS namespaces).
+    pod: str
+    # The owning process's container, by short ID, from its cgroup path ("" for a process
+    # in no container, or an owner not known).
+    container: str = ""
+    pod_uid: str = ""  # the Kubernetes pod's UID, from the cgroup path ("" elsewhere)
+    runtime: str = ""  # the container runtime the cgroup path names ("" without one)
+
+
 class Socket(NamedTuple):
     """A local TCP socket whose remote end is a watched database address.
 
@@ -74,6 +89,8 @@ class Socket(NamedTuple):
     gone: bool = False
     # The owner's plain process name (comm, completed past 15 characters), e.g. python3.
     comm: str = "unknown"
+    # Node mode: the namespace, pod and container the socket lives in; None in local mode.
+    place: Place | None = None
 
 
 class Session(NamedTuple):
@@ -315,6 +332,18 @@ class ResolveStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class PlaceSummary:
+    """Node mode: one place's share of a target's collection (its sockets were correlated
+    apart from other namespaces': the same client ip:port can exist in two of them)."""
+
+    place: Place
+    summary: TargetSummary
+    dropped_totals: Mapping[str, int]
+    # Its sessions seen to die, by (process, cause) (TargetSnapshot.cause_totals).
+    cause_totals: Mapping[tuple[str, str], int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class TargetReport:
     """One target's part of a collection, ready to render."""
 
@@ -324,6 +353,8 @@ class TargetReport:
     resolve: ResolveStatus = ResolveStatus()
     # Seconds per phase: "sockets", "owners", "server", "correlate", "total".
     durations: Mapping[str, float] = field(default_factory=dict)
+    # Node mode: per place (pod and container); the summary above is their sum.
+    places: tuple[PlaceSummary, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +368,8 @@ class Snapshot:
     socket_read_errors: int = 0
     # Sockets in the kernel's table whose owning process cannot be read, by reason.
     sockets_without_owner: Mapping[str, int] = field(default_factory=dict)
+    # Node mode: socket-side series carry pod and container labels (TargetReport.places).
+    node: bool = False
 
     @property
     def targets(self) -> tuple[TargetSnapshot, ...]:
@@ -349,4 +382,5 @@ class Snapshot:
             top_sessions=self.top_sessions,
             socket_read_errors=self.socket_read_errors,
             sockets_without_owner=self.sockets_without_owner,
+            node=self.node,
         )

@@ -16,11 +16,19 @@ Nothing here does I/O or reads a clock: every decision is a table of cases in th
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from exporter.correlate import Memory
-from exporter.model import ConnectionKey, Endpoint, ServerView, Settings, Socket, TcpState
+from exporter.model import (
+    ConnectionKey,
+    Endpoint,
+    Place,
+    ServerView,
+    Settings,
+    Socket,
+    TcpState,
+)
 
 # How many of the exporter's own client endpoints are remembered: each reconnect (a KILL,
 # a restart) leaves the old one behind, in CLOSE_WAIT or TIME_WAIT, for a while.
@@ -80,6 +88,8 @@ class TargetState:
     # The exporter's own client endpoints, newest last.
     own_endpoints: tuple[Endpoint, ...] = ()
     memory: Memory = field(default_factory=Memory)
+    # Node mode: each place's own memory (exporter.node.places); ``memory`` is their sum.
+    places: Mapping[Place, Memory] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field, replace
 from exporter import planner
 from exporter.correlate import correlate
 from exporter.deadline import Deadline
-from exporter.model import ResolveStatus, ServerView, Socket, TargetSnapshot, TargetSummary
+from exporter.model import (
+    PlaceSummary,
+    ResolveStatus,
+    ServerView,
+    Socket,
+    TargetSnapshot,
+    TargetSummary,
+)
+from exporter.node.places import correlate_places, merge_memories
 from exporter.planner import ReadPolicy, TargetState
 from exporter.sessions.source import SessionSource
 from exporter.summary import summarise
@@ -31,6 +39,8 @@ class Target:
     host: str
     port: int
     sessions: SessionSource
+    # Node mode: sockets are correlated per place (pod and container), exporter.node.
+    node: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +59,8 @@ class TargetOutcome:
     state: TargetState
     # Seconds per phase: "server" (0 without a read), "correlate".
     durations: dict[str, float] = field(default_factory=dict)
+    # Node mode: each place's summary.
+    places: tuple[PlaceSummary, ...] = ()
 
 
 def timed_read(
@@ -112,6 +124,19 @@ def _correlated(
     server_seconds: float,
 ) -> TargetOutcome:
     started = time.perf_counter()
+    if target.node:
+        now = deadline.now()
+        snapshot, summary, places, kept = correlate_places(
+            target.name, sockets, state.last_view, policy.settings, state.places,
+            state.memory, now, top,
+        )
+        return TargetOutcome(
+            snapshot=snapshot,
+            summary=summary,
+            state=replace(state, memory=merge_memories(kept.values(), now), places=kept),
+            durations={"server": server_seconds, "correlate": time.perf_counter() - started},
+            places=places,
+        )
     snapshot, memory = correlate(
         target.name, sockets, state.last_view, policy.settings, state.memory, deadline.now(),
         live=plan.live,

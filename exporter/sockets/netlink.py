@@ -8,6 +8,7 @@ inet_diag,tcp}.h; netlink speaks host byte order except where a field is `__be`.
 
 from __future__ import annotations
 
+import contextlib
 import errno as errno_codes
 import os
 import socket
@@ -484,23 +485,36 @@ def _dump_family(
             return sockets
 
 
-def dump_tcp(remote_ports: Collection[int], deadline: Deadline) -> list[KernelSocket]:
-    """Every IPv4 and IPv6 TCP socket (but LISTEN and TIME_WAIT) whose remote port is one
-    of `remote_ports`. IPv4-mapped IPv6 sockets come from the IPv6 dump, normalised.
-
-    Raises NetlinkUnavailable when sock_diag cannot be used here, NetlinkError when one
-    dump fails (including the deadline passing: the call never takes much beyond it)."""
-    bytecode = build_bytecode(remote_ports)
+def open_channel() -> socket.socket:
+    """A NETLINK_SOCK_DIAG socket: it dumps the network namespace of the thread that opens
+    it, wherever that thread goes afterwards (exporter.node opens one per namespace)."""
     try:
-        channel = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
     except OSError as error:
         raise NetlinkUnavailable(
             error.errno or errno_codes.EPROTONOSUPPORT,
             f"cannot open a NETLINK_SOCK_DIAG socket: {error.strerror}",
         ) from error
+
+
+def dump_tcp(
+    remote_ports: Collection[int], deadline: Deadline, *, channel: socket.socket | None = None
+) -> list[KernelSocket]:
+    """Every IPv4 and IPv6 TCP socket (but LISTEN and TIME_WAIT) whose remote port is one
+    of `remote_ports`. IPv4-mapped IPv6 sockets come from the IPv6 dump, normalised.
+
+    ``channel``: an open socket from open_channel() to dump through, left open (after an
+    error it may hold a dump's remains: close it); else one is opened and closed here.
+
+    Raises NetlinkUnavailable when sock_diag cannot be used here, NetlinkError when one
+    dump fails (including the deadline passing: the call never takes much beyond it)."""
+    bytecode = build_bytecode(remote_ports)
+    given = channel
+    if channel is None:
+        channel = open_channel()
     global _known
     parser = _Parser(_known)
-    with channel:
+    with channel if given is None else contextlib.nullcontext(channel):
         sockets: list[KernelSocket] = []
         for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
             try:

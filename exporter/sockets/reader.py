@@ -174,11 +174,12 @@ class SocketReader:
         append = sockets.append
         owner_of = owners.get
         new_socket = tuple.__new__  # Socket(...) without its Python-level __new__
-        unknown = (None, UNKNOWN_PROCESS, False, UNKNOWN_PROCESS)
+        unknown = (None, UNKNOWN_PROCESS, False, UNKNOWN_PROCESS, None)
         owned: list[Socket] = []
         keep = owned.append
         unowned: list[KernelSocket] = []
-        # Runs once per socket: a Socket is the kernel row plus (pid, process, gone, comm).
+        # Runs once per socket: a Socket is the kernel row plus (pid, process, gone, comm,
+        # place); node mode (exporter.node.reader) gives each its place afterwards.
         for row in rows:
             owner = owner_of(row.inode)
             if owner is None:
@@ -186,7 +187,7 @@ class SocketReader:
                 unowned.append(row)
             else:
                 current = new_socket(
-                    Socket, (*row, owner.pid, owner.process, False, owner.comm)
+                    Socket, (*row, owner.pid, owner.process, False, owner.comm, None)
                 )
                 append(current)
                 keep(current)

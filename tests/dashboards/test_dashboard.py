@@ -144,7 +144,9 @@ def test_every_panel_query_and_variable_uses_the_datasource_variable() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "metric"), [("target", "mysql_idle_up"), ("process", "mysql_idle_sessions")]
+    ("name", "metric"),
+    [("target", "mysql_idle_up"), ("process", "mysql_idle_sessions"),
+     ("pod", "mysql_idle_sessions"), ("container", "mysql_idle_sessions")],
 )
 def test_target_and_process_variables(name: str, metric: str) -> None:
     var = {v["name"]: v for v in load_dashboard()["templating"]["list"]}[name]

@@ -187,7 +187,8 @@ MUTATIONS = [
     ),
     ("phantom alert on the wrong state", 'state="phantom"} > 0', 'state="unmatched"} > 0'),
     ("repeated drops at 4", "increase1h >= 3", "increase1h >= 4"),
-    ("drops per replica", "sum without (instance, pod) (increase(", "sum without () (increase("),
+    ("drops per replica", "sum without (instance, pod, container) (increase(",
+     "sum without () (increase("),
     (
         "target down not suppressing correlation",
         "unless on (job, instance, target)",
@@ -202,8 +203,8 @@ MUTATIONS = [
     ("slow collection on any phase", 'phase="total"} > 5', "} > 5"),
     (
         "keepalive ratio of all states",
-        "(sum without (instance, pod, state) (mysql_idle_sessions)",
-        '(sum without (instance, pod, state) (mysql_idle_sessions{state="idle"})',
+        "(sum without (instance, pod, container, state) (mysql_idle_sessions)",
+        '(sum without (instance, pod, container, state) (mysql_idle_sessions{state="idle"})',
     ),
     ("description without the headroom", "the closest one is dropped in", "next drop in"),
     ("idle transaction after 2m", "mysql_idle_transaction_idle_seconds > 60",

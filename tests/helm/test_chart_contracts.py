@@ -36,14 +36,15 @@ def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
 def selector_problems(objects: list[dict[str, Any]]) -> list[str]:
     """Every selector of these objects that does not select what it must."""
     problems = []
-    deployments = [o for o in objects if o["kind"] == "Deployment"]
+    deployments = [o for o in objects if o["kind"] in ("Deployment", "DaemonSet")]
     pods = [d["spec"]["template"]["metadata"]["labels"] for d in deployments]
     for deployment, pod in zip(deployments, pods, strict=True):
         selector = deployment["spec"]["selector"]["matchLabels"]
+        kind = deployment["kind"]
         if not matches(selector, pod):
-            problems.append(f"Deployment selector {selector} misses its pods {pod}")
+            problems.append(f"{kind} selector {selector} misses its pods {pod}")
         if MUTABLE_LABELS & set(selector):
-            problems.append(f"Deployment selector {selector} uses a label that changes")
+            problems.append(f"{kind} selector {selector} uses a label that changes")
     services = [o for o in objects if o["kind"] == "Service"]
     for service in services:
         if pods and not any(matches(service["spec"]["selector"], pod) for pod in pods):
@@ -70,7 +71,7 @@ def test_every_selector_selects_what_it_must(helm: Any, values_file: Path) -> No
     assert selector_problems(helm.template(values_file).docs) == []
 
 
-@pytest.mark.parametrize("mode", ["standalone", "sidecar", "external"])
+@pytest.mark.parametrize("mode", ["standalone", "sidecar", "external", "node"])
 def test_every_selector_selects_what_it_must_in_each_mode(helm: Any, mode: str) -> None:
     objects = helm.template(values={"mode": mode, **ALL_OBJECTS}).docs
     assert selector_problems(objects) == []

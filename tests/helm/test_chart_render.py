@@ -30,6 +30,7 @@ from tests.support.helm import (
 SIDECAR = CI_DIR / "sidecar-values.yaml"
 STANDALONE = CI_DIR / "standalone-values.yaml"
 MONITORING_DISABLED = CI_DIR / "monitoring-disabled-values.yaml"
+NODE = CI_DIR / "node-values.yaml"
 # ci/ files whose release runs pods of its own (`mode: external` renders none).
 CI_WITH_PODS = [p for p in CI_VALUES if yaml.safe_load(p.read_text()).get("mode") != "external"]
 ALL_MONITORING = {
@@ -39,7 +40,7 @@ ALL_MONITORING = {
     "dashboards": {"enabled": True},
 }
 # Kinds validated against Kubernetes' own schemas; the chart renders nothing else but CRDs.
-CORE_KINDS = {"Deployment", "Service", "ServiceAccount", "Secret", "ConfigMap"}
+CORE_KINDS = {"Deployment", "DaemonSet", "Service", "ServiceAccount", "Secret", "ConfigMap"}
 CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
 
@@ -168,7 +169,8 @@ def subset(small: dict[str, str], big: dict[str, str]) -> bool:
 def check_ports_line_up(manifests: Manifests) -> None:
     spec = pod_spec(manifests)
     exporter = exporter_container(spec)
-    pod_labels = manifests.one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    kind = "DaemonSet" if manifests.of_kind("DaemonSet") else "Deployment"
+    pod_labels = manifests.one(kind)["spec"]["template"]["metadata"]["labels"]
     [port] = exporter["ports"]
     name, number = port["name"], port["containerPort"]
     # Every port name in the pod is unique, or named references are ambiguous.
@@ -203,7 +205,7 @@ def test_ports_line_up(helm: Helm, values_file: Path) -> None:
     check_ports_line_up(helm.template(values_file))
 
 
-@pytest.mark.parametrize("mode", ["standalone", "sidecar"])
+@pytest.mark.parametrize("mode", ["standalone", "sidecar", "node"])
 def test_ports_line_up_when_renamed(helm: Helm, mode: str) -> None:
     manifests = helm.template(values={
         "mode": mode,
@@ -251,7 +253,11 @@ def test_password_env_name_is_the_exporters(helm: Helm) -> None:
     assert [e["name"] for e in exporter["env"]] == [PASSWORD_ENV]
 
 
-@pytest.mark.parametrize("values_file", CI_WITH_PODS, ids=map(ci_id, CI_WITH_PODS))
+# Node mode runs as root with three capabilities: test_node_mode_runs_a_daemonset_...
+CI_UNPRIVILEGED = [p for p in CI_WITH_PODS if p != NODE]
+
+
+@pytest.mark.parametrize("values_file", CI_UNPRIVILEGED, ids=map(ci_id, CI_UNPRIVILEGED))
 def test_exporter_runs_unprivileged(helm: Helm, values_file: Path) -> None:
     spec = pod_spec(helm.template(values_file))
     exporter = exporter_container(spec)
@@ -270,6 +276,43 @@ def test_exporter_runs_unprivileged(helm: Helm, values_file: Path) -> None:
     assert resources["limits"]["memory"]
     # A read-only root needs a writable /tmp.
     assert {"name": "mysql-idle-exporter-tmp", "mountPath": "/tmp"} in exporter["volumeMounts"]
+
+
+def test_node_mode_runs_a_daemonset_with_host_pid_and_only_the_capabilities_it_needs(
+        helm: Helm) -> None:
+    manifests = helm.template(NODE)
+    assert not manifests.of_kind("Deployment")
+    daemonset = manifests.one("DaemonSet")
+    spec = daemonset["spec"]["template"]["spec"]
+    assert spec["hostPID"] is True and not spec.get("hostNetwork")
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["tolerations"] == [{"operator": "Exists"}]
+    [exporter] = spec["containers"]
+    ctx = exporter["securityContext"]
+    # What tests/integration/test_node_privileges.py found needed and enough, for uid 0.
+    assert ctx["capabilities"] == {"drop": ["ALL"],
+                                   "add": ["SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"]}
+    assert (ctx["runAsUser"], ctx["runAsNonRoot"]) == (0, False)
+    assert "allowPrivilegeEscalation" not in ctx  # Kubernetes rejects false beside SYS_ADMIN
+    assert ctx["readOnlyRootFilesystem"] is True
+    assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["securityContext"]["runAsNonRoot"] is False
+    config = parse_config(exporter["args"])
+    assert config.mode == "node"
+    # What the exporter knows of sockets and counted drops outlives its container's restarts.
+    assert config.state_dir == "/var/lib/mysql-idle-exporter"
+    assert {"name": "mysql-idle-exporter-state", "emptyDir": {"sizeLimit": "16Mi"}} in spec[
+        "volumes"]
+    # One PodMonitor scrapes every node's exporter, keeping the exporter's pod and container
+    # labels (where each socket lives) over the target's (where the exporter runs).
+    monitor = manifests.one("PodMonitor")
+    labels = daemonset["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert [e["honorLabels"] for e in monitor["spec"]["podMetricsEndpoints"]] == [True]
+    service_monitor = helm.template(NODE, values={"serviceMonitor": {"enabled": True},
+                                                  "podMonitor": {"enabled": False}})
+    assert [e["honorLabels"] for e in service_monitor.one("ServiceMonitor")["spec"][
+        "endpoints"]] == [True]
 
 
 def test_image_defaults_to_app_version(helm: Helm) -> None:

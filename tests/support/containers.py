@@ -31,13 +31,17 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.support.exporter_process import Worker
 
 REPO = Path(__file__).resolve().parents[2]
 # Shared by every checkout on the machine, like the MySQL prefix (scripts/fetch-mysql.sh): a
@@ -293,3 +297,53 @@ def engine(workdir: Path) -> Iterator[Podman]:
     finally:
         podman.close()
 
+
+
+# --- containers that run the host's own programs --------------------------------------
+
+
+def host_rootfs(directory: Path) -> Path:
+    """An empty root for `podman run --rootfs`: the host's /usr (and the merged-/usr links)
+    is mounted into it, so a container runs the host's Python without any image."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("bin", "lib", "lib64", "sbin"):
+        if not os.path.lexists(directory / name):
+            os.symlink(f"usr/{name}", directory / name)
+    return directory
+
+
+class ContainerWorker(Worker):
+    """tests/support/worker.py in a real podman container (its own cgroup, named by the
+    runtime: /libpod_parent/libpod-<id>), inside an existing network namespace
+    (``netns_path``, e.g. /run/netns/NAME) and with host name ``hostname``: what a pod's
+    container looks like to a node-mode exporter. The host's Python, virtualenv and this
+    repository are mounted read-only; no image is needed."""
+
+    def __init__(self, podman: Podman, rootfs: Path, netns_path: str, hostname: str,
+                 name: str, host: str, port: int, user: str, password: str,
+                 connections: int = 1) -> None:
+        self._podman = podman
+        self.container = f"mie-{hostname}-{os.urandom(3).hex()}"
+        mounts = ["/usr", str(Path(sys.base_prefix).resolve()), str(REPO)]
+        self._prefix = [
+            "podman", "run", "--interactive", "--rm", "--name", self.container,
+            "--network", f"ns:{netns_path}", "--hostname", hostname,
+            "--env", "WORKER_PASSWORD", "--workdir", str(REPO),
+            *(arg for mount in dict.fromkeys(mounts) for arg in
+              ("--volume", f"{mount}:{mount}:ro")),
+            "--rootfs", str(rootfs),
+        ]
+        super().__init__(name, host, port, user, password, connections)
+
+    def _spawn(self, argv: list[str], **popen_kwargs: Any) -> subprocess.Popen[str]:
+        env = {**popen_kwargs.pop("env", os.environ), **{
+            k: v for k, v in self._podman.env.items() if k.startswith(("CONTAINERS_", "TMPDIR"))}}
+        return subprocess.Popen([*self._prefix, *argv], env=env, **popen_kwargs)
+
+    @property
+    def container_id(self) -> str:
+        return self._podman.run("inspect", "--format", "{{.Id}}", self.container).stdout.strip()
+
+    def close(self) -> None:
+        super().close()
+        self._podman.run("rm", "--force", "--time", "0", self.container, check=False)

@@ -40,6 +40,10 @@ FREE_LABEL_VALUES = {
     "version": "0.1.0",
     "python_version": "3.11.2",
     "source": "performance_schema",
+    "pod": "worker-7d9f",
+    "container": "3f2a1b0c9d8e",
+    "pod_uid": "7d2e5a1b-3c4d-4e5f-8a9b-0c1d2e3f4a5b",
+    "runtime": "containerd",
 }
 FIXTURE_SCRAPE_LABELS = {"job": "mysql-idle", "instance": "app-1:9104"}
 

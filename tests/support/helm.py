@@ -163,7 +163,9 @@ def find_helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
 
 
 def pod_spec(manifests: Manifests) -> dict[str, Any]:
-    return manifests.one("Deployment")["spec"]["template"]["spec"]
+    """The pod spec of the release's one workload: a Deployment, or node mode's DaemonSet."""
+    kind = "DaemonSet" if manifests.of_kind("DaemonSet") else "Deployment"
+    return manifests.one(kind)["spec"]["template"]["spec"]
 
 
 def containers_by_name(spec: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

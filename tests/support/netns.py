@@ -262,10 +262,14 @@ class NetnsStar(_Namespaces):
     go with them.
     """
 
-    def __init__(self, clients: int) -> None:
+    def __init__(self, clients: int, *, child_ehash: int | None = None) -> None:
+        """``child_ehash``: give each client namespace a TCP hash table of its own with this
+        many buckets (net.ipv4.tcp_child_ehash_entries, Linux 6.1+), instead of the
+        machine's shared one, whose every socket a sock_diag dump walks."""
         if not 1 <= clients <= 4000:
             raise ValueError("clients must be between 1 and 4000")
         super().__init__()
+        self._child_ehash = child_ehash
         tag = secrets.token_hex(3)
         self.tag = tag
         self.server_ns = f"mie-srv-{tag}"
@@ -292,16 +296,39 @@ class NetnsStar(_Namespaces):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _add_namespace(self, ns: str) -> None:
-        _run(["ip", "netns", "add", ns])
+    def _add_namespace(self, ns: str, parent: str | None = None) -> None:
+        if parent is None:
+            _run(["ip", "netns", "add", ns])
+        else:
+            # Made by a process in `parent` (its tcp_child_ehash_entries applies), then named
+            # from here: `ip netns add` inside `ip netns exec` would mount the name in a
+            # mount namespace of its own.
+            holder = subprocess.Popen(["ip", "netns", "exec", parent, "unshare", "--net",
+                                       "sleep", "60"])
+            try:
+                for _ in range(500):  # until ip has exec'd unshare, and unshare sleep
+                    with contextlib.suppress(OSError), open(f"/proc/{holder.pid}/comm") as comm:
+                        if comm.read().strip() == "sleep":
+                            break
+                    threading.Event().wait(0.01)
+                _run(["ip", "netns", "attach", ns, str(holder.pid)])
+            finally:
+                holder.kill()
+                holder.wait()
         self._namespaces.append(ns)
         _run(["ip", "-n", ns, "link", "set", "lo", "up"])
 
     def setup(self) -> None:
         self._add_namespace(self.server_ns)
+        parent = None
+        if self._child_ehash is not None:
+            parent = f"mie-p-{self.tag}"
+            self._add_namespace(parent)
+            _run(["ip", "netns", "exec", parent, "sysctl", "-qw",
+                  f"net.ipv4.tcp_child_ehash_entries={self._child_ehash}"])
         _run(["ip", "-n", self.server_ns, "addr", "add", f"{self.db_addr}/32", "dev", "lo"])
         for leg in self.legs:
-            self._add_namespace(leg.client_ns)
+            self._add_namespace(leg.client_ns, parent)
             # Created directly inside the namespaces: nothing is ever added to the root one.
             _run(["ip", "link", "add", leg.server_veth, "netns", self.server_ns, "type",
                   "veth", "peer", "name", leg.client_veth, "netns", leg.client_ns])
@@ -386,14 +413,27 @@ def server_in_namespace(server_class: type[S], where: NetnsPair | NetnsStar,
 
 
 class NsWorker(Worker):
-    """tests/support/worker.py inside the client namespace."""
+    """tests/support/worker.py inside the client namespace. With ``pod``, it runs in a UTS
+    namespace of its own whose host name is ``pod``, as a Kubernetes pod's processes do
+    (`ip netns exec` alone makes no UTS namespace: its processes see the host's name);
+    with ``uid``, as that user and group."""
 
     def __init__(self, pair: ClientSide, name: str, host: str, port: int, user: str,
-                 password: str, connections: int = 1) -> None:
+                 password: str, connections: int = 1, *, pod: str | None = None,
+                 uid: int | None = None) -> None:
         self._pair = pair
+        self._pod = pod
+        self._uid = uid
         super().__init__(name, host, port, user, password, connections)
 
     def _spawn(self, argv: list[str], **popen_kwargs: Any) -> subprocess.Popen[str]:
+        if self._uid is not None:  # as another user, uid and gid ``uid``
+            argv = ["setpriv", f"--reuid={self._uid}", f"--regid={self._uid}",
+                    "--clear-groups", *argv]
+        if self._pod is not None:
+            # Each program execs the next: the worker keeps the pid Popen returns.
+            argv = ["unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"',
+                    self._pod, *argv]
         return self._pair.run_in(self._pair.client_ns, argv, **popen_kwargs)
 
 

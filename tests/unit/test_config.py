@@ -21,6 +21,7 @@ def test_defaults() -> None:
     assert config.sessions_top == 20
     assert config.server_interval == 30
     assert config.fleet_fresh_interval == 1
+    assert config.mode == "local"
 
 
 @pytest.mark.parametrize("value,seconds", [("250ms", 0.25), ("2s", 2), ("3", 3), ("0", 0)])
@@ -99,6 +100,8 @@ def test_durations(value: str, seconds: float) -> None:
         (["--mysql.password=hunter2"], "not accepted on the command line"),
         (["--no-such-flag"], "unrecognized arguments"),
         (["--sockets.source=magic"], "invalid choice"),
+        (["--mode=cluster"], "invalid choice"),
+        (["--mode=node", "--sockets.source=proc"], "netlink sock_diag"),
         (["--fleet.fresh-interval=often"], "not a duration"),
         (["--fleet.fresh-interval=-1s"], "non-negative"),
         (["--fleet.fresh-interval=inf"], "finite"),

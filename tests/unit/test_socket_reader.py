@@ -254,4 +254,5 @@ def test_rejects_bad_ports() -> None:
 def test_a_socket_is_its_kernel_row_plus_owner() -> None:
     # The reader builds each Socket by appending (pid, process, gone, comm) to the kernel's row.
     assert Socket._fields[: len(KernelSocket._fields)] == KernelSocket._fields
-    assert Socket._fields[len(KernelSocket._fields):] == ("pid", "process", "gone", "comm")
+    assert Socket._fields[len(KernelSocket._fields):] == (
+        "pid", "process", "gone", "comm", "place")

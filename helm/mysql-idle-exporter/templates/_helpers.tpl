@@ -62,7 +62,7 @@ mysql-idle-exporter/instance: {{ include "mysql-idle-exporter.fullname" . }}
 
 {{/* Labels the Service and the PodMonitor select pods by. */}}
 {{- define "mysql-idle-exporter.podSelectorLabels" -}}
-{{- if eq .Values.mode "standalone" }}
+{{- if has .Values.mode (list "standalone" "node") }}
 {{- include "mysql-idle-exporter.selectorLabels" . }}
 {{- else }}
 {{- include "mysql-idle-exporter.sidecarPodLabels" . }}
@@ -156,3 +156,4 @@ Kubernetes never makes effective). Argument: (dict "exporter" CTX "app" CTX "pod
 {{- else if and (eq $uid "0") $ptrace $dac }}root-capabilities
 {{- end }}
 {{- end }}
+

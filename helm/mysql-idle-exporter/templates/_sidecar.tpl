@@ -39,6 +39,9 @@ Otherwise metrics carry `process="unknown"` and mysql_idle_sockets_without_owner
 {{- define "mysql-idle-exporter.args" -}}
 - --web.listen-address=:{{ .Values.exporter.port }}
 - --web.telemetry-path={{ .Values.exporter.telemetryPath }}
+{{- if eq .Values.mode "node" }}
+- --mode=node
+{{- end }}
 {{- range .Values.mysql.addresses }}
 - --mysql.address={{ . }}
 {{- end }}
@@ -106,7 +109,7 @@ Otherwise metrics carry `process="unknown"` and mysql_idle_sockets_without_owner
   resources:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- with .Values.exporter.securityContext }}
+  {{- with (eq .Values.mode "node" | ternary .Values.node.securityContext .Values.exporter.securityContext) }}
   securityContext:
     {{- toYaml . | nindent 4 }}
   {{- end }}

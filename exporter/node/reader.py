@@ -1,0 +1,154 @@
+"""The socket side in node mode: every network namespace's sockets to the watched ports,
+their owners from the host's /proc, and where each lives (namespace, pod, container).
+
+The dump runs through each namespace's own sock_diag socket (exporter.node.namespaces);
+owners, and the memory of sockets reset while still held (the RST form of `dropped`),
+are the local reader's (exporter.sockets.reader), over the host's /proc: socket inodes are
+unique across namespaces, so one owner scan serves them all.
+"""
+
+from __future__ import annotations
+
+import errno as errno_codes
+import logging
+import os
+import time
+from collections.abc import Collection
+
+from exporter.deadline import Clock, Deadline
+from exporter.model import Place, Socket
+from exporter.node.namespaces import Namespaces, parse_ns_link
+from exporter.node.placement import Container, container_of
+from exporter.persistence import SocketMemory
+from exporter.sockets import netlink
+from exporter.sockets.kernel import KernelSocket
+from exporter.sockets.owners import OwnerMap
+from exporter.sockets.reader import SocketReader, SocketReading
+
+log = logging.getLogger(__name__)
+
+# Where a socket of the dump was: by inode, or for an orphan (inode 0) by its endpoints.
+_Where = dict[object, int]
+
+
+class NodeSocketReader:
+    """A SocketSource (exporter.engine) over every network namespace of the machine."""
+
+    def __init__(
+        self,
+        remote_ports: Collection[int],
+        *,
+        proc_root: str = "/proc",
+        clock: Clock = time.monotonic,
+        namespaces: Namespaces | None = None,
+        owners: OwnerMap | None = None,
+    ) -> None:
+        self._proc_root = proc_root
+        self.namespaces = namespaces if namespaces is not None else Namespaces(proc_root)
+        self._inner = SocketReader(
+            remote_ports, source="netlink", proc_root=proc_root, clock=clock, owners=owners,
+            netlink_dump=self._dump,
+        )
+        self._where: _Where = {}  # this dump's
+        self._netns_of: dict[int, int] = {}  # inode -> netns, of the last read's sockets
+        self._containers: dict[int, Container | None] = {}  # by owner pid
+
+    def _dump(self, ports: Collection[int], deadline: Deadline) -> list[KernelSocket]:
+        self.namespaces.refresh()
+        rows: list[KernelSocket] = []
+        where: _Where = {}
+        for inode, entered in self.namespaces.items():
+            try:
+                found = netlink.dump_tcp(ports, deadline, channel=entered.channel)
+            except netlink.NetlinkError as error:
+                # A half-read dump would leave its remains in the socket: close it. A
+                # namespace missing from one read would make its held sockets look reset,
+                # so the whole read fails instead (as a local one does).
+                self.namespaces.forget(inode)
+                if error.errno == errno_codes.ETIMEDOUT:
+                    raise
+                raise netlink.NetlinkError(
+                    error.errno or errno_codes.EIO,
+                    f"sock_diag dump of network namespace {inode} failed: {error.strerror}",
+                ) from error
+            for row in found:
+                where[row.inode or (row.local, row.remote)] = inode
+            rows.extend(found)
+        self._where = where
+        return rows
+
+    def memory(self) -> SocketMemory:
+        """What the reader remembers between reads (exporter.persistence, --state.dir)."""
+        return self._inner.memory()
+
+    def restore(self, memory: SocketMemory) -> None:
+        """Take up an earlier run's memory (see SocketReader.restore). Where a remembered
+        socket lived is found again from its owner: the process still holds it."""
+        self._inner.restore(memory)
+
+    def _netns_of_pid(self, pid: int | None) -> int:
+        """The network namespace of a process (0 if it cannot be read): where a socket that
+        left its table while this process holds it was, when no earlier dump of this run
+        listed it (it was reset while the exporter was down)."""
+        if pid is None:
+            return 0
+        try:
+            return parse_ns_link(os.readlink(f"{self._proc_root}/{pid}/ns/net")) or 0
+        except OSError:
+            return 0
+
+    def _container(self, pid: int | None) -> Container | None:
+        if pid is None:
+            return None
+        if pid in self._containers:
+            return self._containers[pid]
+        try:
+            with open(f"{self._proc_root}/{pid}/cgroup", encoding="utf-8",
+                      errors="replace") as handle:
+                found = container_of(handle.read())
+        except OSError:
+            found = None
+        self._containers[pid] = found
+        return found
+
+    def read(self, deadline: Deadline) -> SocketReading:
+        reading = self._inner.read(deadline)
+        started = time.perf_counter()
+        hostnames = self.namespaces.hostnames
+        where, last = self._where, self._netns_of
+        netns_of: dict[int, int] = {}
+        places: dict[tuple[int, int | None], Place] = {}
+        sockets: list[Socket] = []
+        new = tuple.__new__  # Socket(...) without its Python-level __new__
+        for sock in reading.sockets:
+            netns = where.get(sock.inode or (sock.local, sock.remote))
+            if netns is None:  # a reset socket: from the read it was in, else its owner's
+                netns = last.get(sock.inode) or self._netns_of_pid(sock.pid)
+            if sock.inode:
+                netns_of[sock.inode] = netns
+            key = (netns, sock.pid)
+            place = places.get(key)
+            if place is None:
+                container = self._container(sock.pid)
+                place = places[key] = Place(
+                    netns=netns,
+                    pod=hostnames.get(netns, ""),
+                    container=container.short_id if container is not None else "",
+                    pod_uid=container.pod_uid if container is not None else "",
+                    runtime=container.runtime if container is not None else "",
+                )
+            sockets.append(new(Socket, (*sock[:-1], place)))  # place is the last field
+        self._netns_of = netns_of
+        owners = {sock.pid for sock in reading.sockets if sock.pid is not None}
+        for pid in list(self._containers):
+            if pid not in owners:
+                del self._containers[pid]  # an ended process's pid may be reused
+        durations = dict(reading.durations)
+        durations["owners"] = durations.get("owners", 0.0) + time.perf_counter() - started
+        return SocketReading(
+            sockets=tuple(sockets), source=reading.source, durations=durations,
+            without_owner=reading.without_owner,
+        )
+
+    def close(self) -> None:
+        self.namespaces.close()
