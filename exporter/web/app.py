@@ -11,12 +11,14 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
@@ -118,8 +120,30 @@ def render(
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
-    encoder, content_type = choose_encoder(accept or "")
+    encoder, content_type = encoder_for(accept)
     return encoder(registry), content_type
+
+
+Encoder = Callable[[CollectorRegistry], bytes]
+
+
+def encoder_for(accept: str | None) -> tuple[Encoder, str]:
+    """prometheus_client's encoder and content type for this Accept header.
+
+    For OpenMetrics with `escaping=underscores` (what Prometheus gets when it names no
+    escaping) prometheus_client checks every sample's name character by character in
+    Python: about 40 % of a sidecar's scrape. Every metric and label name exposed here is a
+    classic Prometheus name (a test checks it), which that escaping leaves as it is, so
+    the `allow-utf-8` escaping, which only quotes names outside that set, writes the same
+    bytes without the per-character walk."""
+    encoder, content_type = choose_encoder(accept or "")
+    if (
+        isinstance(encoder, partial)
+        and encoder.func is openmetrics.generate_latest
+        and encoder.keywords.get("escaping") == openmetrics.UNDERSCORES
+    ):
+        encoder = partial(encoder.func, **{**encoder.keywords, "escaping": openmetrics.ALLOWUTF8})
+    return encoder, content_type
 
 
 async def _scrape(request: web.Request, target: str | None) -> web.Response:
