@@ -60,6 +60,11 @@ APP_USER, APP_PASSWORD = "app", "app-password"
 EXPORTER_USER, EXPORTER_PASSWORD = "idle_exporter", "exporter-password"
 MYSQLD_USER, MYSQLD_PASSWORD = "mysqld_exporter", "mysqld-exporter-password"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+REPO = Path(__file__).resolve().parent.parent
+# The exporter as deployed: the package and its dependencies only. The test venv (.venv)
+# also has `cryptography` (PyMySQL's [rsa] extra, for the tests), which PyMySQL imports
+# whenever it is installed: about 11 MiB more resident memory.
+RUNTIME_VENV = REPO / ".tools" / "venv-runtime"
 MIB = 1024 * 1024
 
 # What Prometheus 2.x sends with every scrape.
@@ -93,6 +98,24 @@ for name, statement in STEPS:
     print(name, rss(), sep='\\t')
 print('cryptography imported', 'cryptography' in sys.modules, sep='\\t')
 """
+
+
+def exporter_python(choice: str) -> str:
+    """The interpreter that runs the exporter: `runtime` (a venv with the package and its
+    dependencies only, made on first use), `current` (this one), or a path."""
+    if choice == "current":
+        return sys.executable
+    if choice != "runtime":
+        return choice
+    python = RUNTIME_VENV / "bin" / "python"
+    stamp = RUNTIME_VENV / ".installed"
+    if not stamp.exists() or stamp.stat().st_mtime < (REPO / "pyproject.toml").stat().st_mtime:
+        log(f"making {RUNTIME_VENV.relative_to(REPO)} (the package and its dependencies only)")
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(RUNTIME_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", str(REPO)], check=True,
+                       cwd=REPO)
+        stamp.touch()
+    return str(python)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -220,6 +243,7 @@ class Bench:
         self.reaper: subprocess.Popen[bytes] | None = None
         self.statements: StatementTime | None = None
         self.info: dict[str, Any] = {}
+        self.python = exporter_python(args.exporter_python)
 
     def start(self) -> None:
         nofile = raise_nofile()
@@ -260,7 +284,7 @@ class Bench:
         found = []
         for name, extra in (("exporter", []), ("exporter_interval_0", ["--server.interval=0"])):
             port = free_port()
-            argv = [sys.executable, "-m", "exporter", f"--mysql.address=127.0.0.1:{self.db.port}",
+            argv = [self.python, "-m", "exporter", f"--mysql.address=127.0.0.1:{self.db.port}",
                     f"--mysql.user={EXPORTER_USER}", f"--web.listen-address=127.0.0.1:{port}",
                     *extra]
             proc = self.procs.add(Proc(name, argv, self.logdir,
@@ -410,7 +434,7 @@ def profile(contender: Contender, scrapes: int, out: Path) -> dict[str, Any]:
     raw = out.with_suffix(".txt")
     spy = subprocess.Popen(
         [py_spy, "record", "--pid", str(contender.proc.pid), "--rate", "500", "--format",
-         "raw", "--threads", "-o", str(raw)],
+         "raw", "--threads", "--gil", "-o", str(raw)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)
@@ -450,12 +474,12 @@ def ratios(burst: dict[str, dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def rss_breakdown() -> dict[str, Any]:
-    """VmRSS after each import a running exporter makes, in one fresh process of this
-    interpreter (so of this venv: whether `cryptography` is installed shows)."""
+def rss_breakdown(python: str) -> dict[str, Any]:
+    """VmRSS after each import a running exporter makes, in one fresh process of the
+    exporter's interpreter (so of its venv: whether `cryptography` is installed shows)."""
     script = f"STEPS = {IMPORT_STEPS!r}\n{_RSS_SCRIPT}"
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          check=True, timeout=60)
+    done = subprocess.run([python, "-c", script], capture_output=True, text=True,
+                          check=True, timeout=60, cwd=REPO)
     steps: list[dict[str, Any]] = []
     previous = 0.0
     crypto = False
@@ -467,7 +491,7 @@ def rss_breakdown() -> dict[str, Any]:
         total = float(value)
         steps.append({"step": name, "mib": round(total - previous, 2), "total": round(total, 2)})
         previous = total
-    return {"steps": steps, "cryptography_imported": crypto, "python": sys.executable}
+    return {"steps": steps, "cryptography_imported": crypto, "python": python}
 
 
 def table(result: dict[str, Any]) -> str:
@@ -493,7 +517,8 @@ def table(result: dict[str, Any]) -> str:
                 lines.append(f"- {name}: {c[name]}")
     lines.append("\nRSS by import (MiB): " + ", ".join(
         f"{s['step']} +{s['mib']} = {s['total']}" for s in result["rss_breakdown"]["steps"]))
-    lines.append(f"cryptography imported: {result['rss_breakdown']['cryptography_imported']}")
+    lines.append(f"exporter interpreter {result['rss_breakdown']['python']}, cryptography "
+                 f"imported: {result['rss_breakdown']['cryptography_imported']}")
     return "\n".join(lines)
 
 
@@ -510,6 +535,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="seconds between scrapes in the cadence part (last level)")
     parser.add_argument("--cadence-scrapes", type=int, default=8,
                         help="scrapes per contender in the cadence part (0: skip it)")
+    parser.add_argument("--exporter-python", default="runtime",
+                        help="the exporter's interpreter: runtime (default: .tools/venv-runtime, "
+                        "the package and its dependencies only, made on first use), current "
+                        "(this one: the test venv, with cryptography), or a path")
     parser.add_argument("--profile", type=int, default=0, metavar="SCRAPES",
                         help="py-spy the default exporter over this many scrapes at the last "
                         "level (benchmarks/results/profile-sidecar-N.txt)")
@@ -543,10 +572,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.argv[1:] if argv is None else argv),
         "machine": machine(),
         "args": {k: v for k, v in vars(args).items() if k not in ("out", "keep_logs")},
-        "rss_breakdown": rss_breakdown(),
         "levels": [],
     }
     bench = Bench(args)
+    result["rss_breakdown"] = rss_breakdown(bench.python)
     try:
         log(f"starting MariaDB (logs in {bench.logdir})")
         bench.start()

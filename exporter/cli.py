@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -24,14 +25,12 @@ from exporter.deadline import Clock
 from exporter.drops import DropRecorder
 from exporter.engine import Engine
 from exporter.fleet import FLEET_PASSWORD_ENV, FLEET_PATH
-from exporter.fleet.server import FleetServer
 from exporter.logs import setup_logging
 from exporter.model import Settings
 from exporter.persistence import SavedState, StateKeeper
 from exporter.planner import ReadPolicy
 from exporter.resolver import AddressBook
 from exporter.sessions.credentials import PASSWORD_ENV, ConfigError, load_credentials
-from exporter.sessions.fleet_client import FleetSessionSource
 from exporter.sessions.reader import SessionReader
 from exporter.sessions.source import SessionSource
 from exporter.sockets.reader import SocketReader
@@ -40,7 +39,11 @@ from exporter.timeouts import EXPORTER_COMM
 from exporter.web.app import WebOptions, build_app
 from exporter.web.config import WebConfig, WebConfigError
 from exporter.web.listener import Listener, ListenLimits, raise_fd_limit
-from exporter.web.reload import WebConfigWatcher
+
+if TYPE_CHECKING:
+    # Imported where the flags ask for them: an exporter with default flags never loads
+    # fleet mode or the web config watcher (resident memory, see benchmarks/README.md).
+    from exporter.fleet.server import FleetServer
 
 log = logging.getLogger("exporter")
 
@@ -166,6 +169,8 @@ def build_exporter(
     )
     fleet = None
     if config.fleet_serve:
+        from exporter.fleet.server import FleetServer
+
         fleet = FleetServer(
             {t.name: t.sessions for t in targets},
             clock=clock,
@@ -186,6 +191,8 @@ def password_warning(config: Config, environ: Mapping[str, str]) -> str | None:
 
 def _session_sources(config: Config, environ: Mapping[str, str]) -> list[SessionSource]:
     if config.fleet_url is not None:
+        from exporter.sessions.fleet_client import FleetSessionSource
+
         return [
             FleetSessionSource(config.fleet_url, t.name, user=config.fleet_user,
                                password=environ.get(FLEET_PASSWORD_ENV))
@@ -205,6 +212,8 @@ def web_options(config: Config) -> WebOptions:
     web_config = WebConfig()
     watcher = None
     if config.web_config_file:
+        from exporter.web.reload import WebConfigWatcher
+
         try:
             watcher = WebConfigWatcher(
                 config.web_config_file,

@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -30,15 +31,16 @@ from exporter.deadline import Deadline
 from exporter.drops import DropRecorder
 from exporter.engine import Engine
 from exporter.fleet import FLEET_PATH
-from exporter.fleet.server import FleetServer
-from exporter.fleet.wire import encode_view
 from exporter.model import Snapshot
 from exporter.web.auth import PasswordChecker, Verdict
 from exporter.web.compression import gzip_middleware
 from exporter.web.config import WebConfig
 from exporter.web.listener import ListenLimits, track_requests
-from exporter.web.reload import WebConfigCollector, WebConfigWatcher
 from exporter.web.status import StatusContext, add_status_routes
+
+if TYPE_CHECKING:  # imported where used: default flags use neither (resident memory)
+    from exporter.fleet.server import FleetServer
+    from exporter.web.reload import WebConfigWatcher
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,7 @@ class WebOptions:
 
 
 OPTIONS_KEY = web.AppKey("options", WebOptions)
-FLEET_KEY = web.AppKey("fleet", FleetServer)
+FLEET_KEY: web.AppKey[FleetServer] = web.AppKey("fleet")
 
 
 @dataclass
@@ -153,7 +155,11 @@ async def _scrape(request: web.Request, target: str | None) -> web.Response:
     clock = request.app[RENDER_KEY]
     started = time.perf_counter()
     watcher = request.app[OPTIONS_KEY].watcher
-    extra = [WebConfigCollector(watcher)] if watcher else []
+    extra: list[Collector] = []
+    if watcher:
+        from exporter.web.reload import WebConfigCollector
+
+        extra.append(WebConfigCollector(watcher))
     body, content_type = render(snapshot, request.headers.get("Accept"), clock.last_seconds,
                                 extra)
     clock.last_seconds = time.perf_counter() - started
@@ -190,6 +196,8 @@ async def _probe(request: web.Request) -> web.Response:
 
 
 async def _fleet_sessions(request: web.Request) -> web.Response:
+    from exporter.fleet.wire import encode_view
+
     fleet = request.app[FLEET_KEY]
     target = known_target(request.query.get("target", ""), fleet.target_names)
     if target is None:
