@@ -427,7 +427,8 @@ class Bench:
 
 
 def profile(contender: Contender, scrapes: int, out: Path) -> dict[str, Any]:
-    """py-spy (sampling, raw collapsed stacks, busy threads) over `scrapes` scrapes."""
+    """py-spy over `scrapes` scrapes: raw collapsed stacks of the thread holding the GIL
+    (Python work; the kernel's part of the socket dump, run without it, is not in them)."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         return {"error": "py-spy not installed (.venv/bin/pip install py-spy)"}
