@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import gc
 import logging
 import os
@@ -46,8 +45,6 @@ if TYPE_CHECKING:
     from exporter.fleet.server import FleetServer
 
 log = logging.getLogger("exporter")
-
-PR_SET_NAME = 15  # prctl(2)
 
 # Cyclic garbage collection thresholds for a running exporter (CPython defaults: 700, 10,
 # 10). A collection at 10,000 sessions allocates some 100,000 small container objects
@@ -287,8 +284,9 @@ def name_process(name: str = EXPORTER_COMM) -> None:
     """Name this process (its comm) so that another exporter on the host knows its sessions
     for what they are: under the year-long wait_timeout the exporter sets for itself, never
     at risk (exporter.timeouts). Best effort: Linux only."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    # What prctl(PR_SET_NAME) does, without loading ctypes for it (0.3 MiB resident).
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+        comm.write(name.encode()[:15].decode(errors="ignore"))
 
 
 def run(argv: Sequence[str]) -> int:
