@@ -522,9 +522,54 @@ def table(result: dict[str, Any]) -> str:
                 lines.append(f"- {name}: {c[name]}")
     lines.append("\nRSS by import (MiB): " + ", ".join(
         f"{s['step']} +{s['mib']} = {s['total']}" for s in result["rss_breakdown"]["steps"]))
+    model = fleet_model(result)
+    if model:
+        lines.append(f"\nModel, {model['sidecars']} sidecars scraped every 15 s, per day "
+                     f"({model['other_sessions']} other sessions):")
+        for name in ("exporter", "mysqld_exporter"):
+            lines.append(f"- {name}: {model[name]}")
     lines.append(f"exporter interpreter {result['rss_breakdown']['python']}, cryptography "
                  f"imported: {result['rss_breakdown']['cryptography_imported']}")
     return "\n".join(lines)
+
+
+SCRAPES_PER_DAY = 86_400 / 15  # Prometheus's usual 15 s interval
+
+
+def fleet_model(result: dict[str, Any], sidecars: int = 1000) -> dict[str, Any]:
+    """What `sidecars` sidecars scraped every 15 s cost per day, from the last level (the
+    most other sessions): CPU per scrape from the cadence part (cold caches, as at 15 s) and
+    the idle CPU between scrapes, resident memory, and the server's statement time (the
+    exporter reads once per --server.interval, 30 s by default, and pings otherwise;
+    mysqld_exporter reads on every scrape)."""
+    level = result["levels"][-1]
+    cadence, burst = level.get("cadence"), level["burst"]
+    if not cadence:
+        return {}
+    reads_per_day = {"exporter": 86_400 / 30, "mysqld_exporter": SCRAPES_PER_DAY}
+    out: dict[str, Any] = {"sidecars": sidecars, "scrapes_per_day_each": SCRAPES_PER_DAY,
+                           "other_sessions": level["other_sessions"]}
+    for name in ("exporter", "mysqld_exporter"):
+        c = cadence[name]
+        cpu_s = (SCRAPES_PER_DAY * c["mean_cpu_ms_per_scrape"] / 1000
+                 + 86_400 * c["idle_cpu_ms_per_second"] / 1000) * sidecars
+        if name == "exporter":
+            # A read costs what a scrape of the interval-0 exporter does on the server;
+            # the other scrapes send a ping, what the default exporter's burst measured.
+            read_ms = burst["exporter_interval_0"]["server_statement_ms_per_scrape"]
+            ping_ms = burst["exporter"]["server_statement_ms_per_scrape"]
+            server_ms = (reads_per_day[name] * read_ms
+                         + (SCRAPES_PER_DAY - reads_per_day[name]) * ping_ms)
+        else:
+            server_ms = SCRAPES_PER_DAY * burst[name]["server_statement_ms_per_scrape"]
+        out[name] = {
+            "cpu_core_hours_per_day": round(cpu_s / 3600, 2),
+            "cpu_cores_busy": round(cpu_s / 86_400, 3),
+            "rss_gib": round(level["rss_mib_steady"][name] * sidecars / 1024, 1),
+            "server_statement_core_hours_per_day": round(server_ms * sidecars / 1000 / 3600, 2),
+            "server_cores_busy": round(server_ms * sidecars / 1000 / 86_400, 3),
+        }
+    return out
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -552,6 +597,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="seconds idle before reading steady RSS")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/sidecar-<date>.json)")
     parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument("--report", metavar="JSON",
+                        help="print the tables and the model of an earlier run, run nothing")
     args = parser.parse_args(list(argv))
     args.others = [int(s) for s in args.others.split(",") if s.strip()]
     if not args.others or args.others != sorted(args.others):
@@ -561,6 +608,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.report:
+        earlier = json.loads(Path(args.report).read_text())
+        print(f"# {earlier['command']}  ({earlier['date']}, {earlier['seconds']} s)\n")
+        print(table(earlier))
+        return 0
     if shutil.which(MYSQLD_EXPORTER) is None:
         raise SystemExit(f"{MYSQLD_EXPORTER} is not installed: run scripts/setup")
 
@@ -601,6 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = Path(args.out) if args.out else RESULTS / (
         f"sidecar-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    result["model_1000_sidecars"] = fleet_model(result)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"# {result['command']}  ({result['date']}, {result['seconds']} s)\n")
     print(table(result))
