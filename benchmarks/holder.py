@@ -1,7 +1,8 @@
 """A stand-in application for the scale benchmark: holds many sockets and obeys stdin.
 
     python -m benchmarks.holder NAME mysql HOST PORT USER BIND_IP
-        (password from BENCH_PASSWORD)
+        (password from BENCH_PASSWORD; a HOST starting with / is the server's unix socket,
+        as another host's sessions would be: not in this host's TCP tables)
     python -m benchmarks.holder NAME dummy
 
 It renames itself NAME (prctl PR_SET_NAME), so the exporter's `process` label tells the
@@ -60,15 +61,17 @@ def reply(text: str) -> None:
 
 class MySQLHolder:
     def __init__(self, host: str, port: int, user: str, bind_ip: str) -> None:
+        via_socket = host.startswith("/")
         self.options = {
-            "host": host,
+            "host": None if via_socket else host,
+            "unix_socket": host if via_socket else None,
             "port": port,
             "user": user,
             "password": os.environ.get("BENCH_PASSWORD", ""),
             "autocommit": True,
             "ssl_disabled": True,  # PyMySQL otherwise tries TLS: ~18 ms per connect
             "connect_timeout": 60,
-            "bind_address": bind_ip or None,
+            "bind_address": None if via_socket else bind_ip or None,
         }
         self.held: list[pymysql.connections.Connection[Any]] = []
         self.lock = threading.Lock()

@@ -37,6 +37,7 @@ IDLE_LEAVES = ("select (selectors.py", "_worker (concurrent/futures/thread.py:81
                "wait (threading.py", "epoll", "readinto (socket.py")
 # Frames every stack of a thread or of the event loop has: not worth listing.
 _PLUMBING = ("threading.py", "concurrent/futures", "asyncio/", "runpy", "exporter/cli.py",
+             "exporter/launch.py",
              "exporter/__main__.py", "aiohttp/", "exporter/web/app.py")
 REPO = Path(__file__).resolve().parent.parent  # frames are shown relative to it
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<where>[^()]*)\)$")

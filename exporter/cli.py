@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import gc
 import logging
 import os
@@ -15,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -24,7 +24,6 @@ from exporter.deadline import Clock
 from exporter.drops import DropRecorder
 from exporter.engine import Engine
 from exporter.fleet import FLEET_PASSWORD_ENV, FLEET_PATH
-from exporter.fleet.server import FleetServer
 from exporter.logs import setup_logging
 from exporter.model import Settings
 from exporter.node import privileges
@@ -33,7 +32,6 @@ from exporter.persistence import SavedState, StateKeeper
 from exporter.planner import ReadPolicy
 from exporter.resolver import AddressBook
 from exporter.sessions.credentials import PASSWORD_ENV, ConfigError, load_credentials
-from exporter.sessions.fleet_client import FleetSessionSource
 from exporter.sessions.reader import SessionReader
 from exporter.sessions.source import SessionSource
 from exporter.sockets.reader import SocketReader
@@ -42,11 +40,13 @@ from exporter.timeouts import EXPORTER_COMM
 from exporter.web.app import WebOptions, build_app
 from exporter.web.config import WebConfig, WebConfigError
 from exporter.web.listener import Listener, ListenLimits, raise_fd_limit
-from exporter.web.reload import WebConfigWatcher
+
+if TYPE_CHECKING:
+    # Imported where the flags ask for them: an exporter with default flags never loads
+    # fleet mode or the web config watcher (resident memory, see benchmarks/README.md).
+    from exporter.fleet.server import FleetServer
 
 log = logging.getLogger("exporter")
-
-PR_SET_NAME = 15  # prctl(2)
 
 # Cyclic garbage collection thresholds for a running exporter (CPython defaults: 700, 10,
 # 10). A collection at 10,000 sessions allocates some 100,000 small container objects
@@ -178,6 +178,8 @@ def build_exporter(
     )
     fleet = None
     if config.fleet_serve:
+        from exporter.fleet.server import FleetServer
+
         fleet = FleetServer(
             {t.name: t.sessions for t in targets},
             clock=clock,
@@ -198,6 +200,8 @@ def password_warning(config: Config, environ: Mapping[str, str]) -> str | None:
 
 def _session_sources(config: Config, environ: Mapping[str, str]) -> list[SessionSource]:
     if config.fleet_url is not None:
+        from exporter.sessions.fleet_client import FleetSessionSource
+
         return [
             FleetSessionSource(config.fleet_url, t.name, user=config.fleet_user,
                                password=environ.get(FLEET_PASSWORD_ENV))
@@ -217,6 +221,8 @@ def web_options(config: Config) -> WebOptions:
     web_config = WebConfig()
     watcher = None
     if config.web_config_file:
+        from exporter.web.reload import WebConfigWatcher
+
         try:
             watcher = WebConfigWatcher(
                 config.web_config_file,
@@ -290,8 +296,9 @@ def name_process(name: str = EXPORTER_COMM) -> None:
     """Name this process (its comm) so that another exporter on the host knows its sessions
     for what they are: under the year-long wait_timeout the exporter sets for itself, never
     at risk (exporter.timeouts). Best effort: Linux only."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    # What prctl(PR_SET_NAME) does, without loading ctypes for it (0.3 MiB resident).
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+        comm.write(name.encode()[:15].decode(errors="ignore"))
 
 
 def run(argv: Sequence[str]) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import html
 import time
 from dataclasses import dataclass
-from importlib import resources
 from urllib.parse import quote
 
 from aiohttp import web
@@ -106,6 +105,8 @@ async def _static(request: web.Request) -> web.Response:
     content_type = _STATIC.get(name)
     if content_type is None:
         raise web.HTTPNotFound()
+    from importlib import resources  # here: a scrape never needs it (resident memory)
+
     body = resources.files("exporter.web").joinpath("static", name).read_bytes()
     return web.Response(body=body, content_type=content_type, charset="utf-8",
                         headers={**SECURITY_HEADERS, "Cache-Control": "max-age=300"})

@@ -418,6 +418,21 @@ def test_request_layout() -> None:
     assert request[76:] == bytecode
 
 
+def test_all_families_request_layout() -> None:
+    bytecode = netlink.build_bytecode([3306])
+    request = netlink.build_all_families_request(netlink.STATES_MASK, bytecode, 5)
+    header = NlMsgHdr.from_buffer_copy(request)
+    assert (header.nlmsg_len, header.nlmsg_type) == (len(request), 18)  # TCPDIAG_GETSOCK
+    assert (header.nlmsg_flags, header.nlmsg_seq) == (0x301, 5)
+    # struct inet_diag_req: family 0 (every family), src_len, dst_len, ext, sockid, states, dbs
+    assert request[16:20] == bytes([0, 0, 0, 0b10])
+    assert request[20:68] == bytes(48)
+    assert struct.unpack_from("=II", request, 68) == (netlink.STATES_MASK, 0)
+    attribute = RtAttr.from_buffer_copy(request, 76)
+    assert (attribute.rta_len, attribute.rta_type) == (4 + len(bytecode), 1)
+    assert request[80:] == bytecode
+
+
 # --- the real kernel, on loopback only ---------------------------------------------------
 # Other processes on this host may hold sockets whose remote port happens to equal one
 # of our listeners' ports (a client of theirs bound the same number on another address),
@@ -654,6 +669,58 @@ def test_ipv4_mapped_client_comes_from_the_ipv6_dump_as_ipv4() -> None:
         v6 = [r.inode for r in single_family_dump(socket.AF_INET6, [port]) if r.inode in ours]
         v4 = [r.inode for r in single_family_dump(socket.AF_INET, [port]) if r.inode in ours]
         assert (v6, v4) == ([inode_of(mapped)], [inode_of(plain)])
+
+
+def dumps_counted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The type of every dump request dump_tcp sends from now on."""
+    sent: list[int] = []
+    real = netlink._dump
+
+    def counting(channel: socket.socket, request: bytes, *rest: object) -> list[KernelSocket]:
+        sent.append(NlMsgHdr.from_buffer_copy(request).nlmsg_type)
+        return real(channel, request, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(netlink, "_dump", counting)
+    return sent
+
+
+def test_one_walk_of_the_kernel_table_gives_every_family(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The kernel walks its whole TCP hash table per dump request: one request for both
+    # families halves a small dump's cost, and must still find IPv4, IPv6 and IPv4-mapped.
+    monkeypatch.setattr(netlink, "_one_walk", True)
+    sent = dumps_counted(monkeypatch)
+    with loopback() as net:
+        port = net.listen(socket.AF_INET6, "::")  # dual stack
+        plain, _ = net.connect(port)
+        six, _ = net.connect(port, "::1", socket.AF_INET6)
+        mapped, _ = net.connect(port, "::ffff:127.0.0.1", socket.AF_INET6)
+        ours = {inode_of(s): s for s in (plain, six, mapped)}
+        rows = {r.inode: r for r in netlink.dump_tcp([port], soon()) if r.inode in ours}
+        assert sent == [18]
+        assert set(rows) == set(ours)
+        assert rows[inode_of(six)].local == Endpoint("::1", six.getsockname()[1])
+        assert rows[inode_of(mapped)].local == Endpoint("127.0.0.1", mapped.getsockname()[1])
+        assert rows[inode_of(plain)].remote == Endpoint("127.0.0.1", port)
+
+
+def test_a_kernel_refusing_the_one_walk_request_is_asked_per_family(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(netlink, "_one_walk", True)
+    monkeypatch.setattr(netlink, "TCPDIAG_GETSOCK", 0x7FF0)  # a type the kernel refuses
+    sent = dumps_counted(monkeypatch)
+    with loopback() as net:
+        port = net.listen(socket.AF_INET6, "::")
+        plain, _ = net.connect(port)
+        mapped, _ = net.connect(port, "::ffff:127.0.0.1", socket.AF_INET6)
+        ours = {inode_of(plain), inode_of(mapped)}
+        first = {r.inode for r in netlink.dump_tcp([port], soon())} & ours
+        again = {r.inode for r in netlink.dump_tcp([port], soon())} & ours
+    assert first == again == ours
+    # Refused once, then never asked again.
+    assert sent == [0x7FF0, 20, 20, 20, 20] and netlink._one_walk is False
 
 
 def test_kernel_refusal_becomes_a_netlink_error() -> None:

@@ -1,0 +1,49 @@
+"""The entry point imports aiohttp without the CA bundle of aiohttp's (unused) client, and
+changes nothing else a process sees (exporter.launch)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+# In a fresh interpreter: the test process has imported aiohttp already.
+PROBE = """
+import json, os, ssl
+from exporter.launch import import_aiohttp_server_only
+import_aiohttp_server_only()
+from aiohttp import connector
+import exporter.cli
+print(json.dumps({
+    "env": os.environ.get("SSL_CERT_FILE"),
+    "aiohttp_client_cas": connector._SSL_CONTEXT_VERIFIED.cert_store_stats()["x509_ca"],
+    "later_default_cas": ssl.create_default_context().cert_store_stats()["x509_ca"],
+}))
+"""
+
+
+def probe(env: dict[str, str]) -> dict[str, object]:
+    done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
+                          text=True, check=True, timeout=60)
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+@pytest.mark.parametrize("cert_file", [None, "system"])
+def test_aiohttp_client_context_loads_no_certificates_and_the_rest_is_unchanged(
+    cert_file: str | None,
+) -> None:
+    import ssl
+
+    env = {k: v for k, v in os.environ.items() if k != "SSL_CERT_FILE"}
+    if cert_file is not None:
+        bundle = ssl.get_default_verify_paths().cafile
+        assert bundle, "this test needs the system CA bundle (ca-certificates)"
+        env["SSL_CERT_FILE"] = cert_file = bundle
+    result = probe(env)
+    assert result["env"] == cert_file  # put back as it was, or left unset
+    assert result["aiohttp_client_cas"] == 0  # the 1.8-2 MiB not loaded
+    assert isinstance(result["later_default_cas"], int) and result["later_default_cas"] > 0
