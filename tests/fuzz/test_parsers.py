@@ -131,20 +131,26 @@ def diag_rows(
         src = draw(st.binary(min_size=4, max_size=4)) + bytes(12)
         dst = draw(st.binary(min_size=4, max_size=4)) + bytes(12)
     uid, inode = draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 2**32 - 1))
+    expires = draw(st.integers(0, 2**32 - 1))  # ms until the socket's timer fires
     body = (struct.pack("=BBBB", family, state, timer, 0) + struct.pack(">HH", sport, dport)
-            + src + dst + bytes(24) + struct.pack("=II", uid, inode))
+            + src + dst + bytes(12) + struct.pack("=I", expires) + bytes(8)
+            + struct.pack("=II", uid, inode))
     idle: float | None = None
+    probe: float | None = None
     attributes = b""
     if info_length is _DRAW:
         info_length = draw(st.one_of(st.none(), st.integers(0, 240)))
     assert info_length is None or isinstance(info_length, int)
     if info_length is not None:
-        info = bytearray(info_length)  # the parser reads two fields of it
-        if info_length >= 56:
-            sent, received = draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 2**32 - 1))
-            struct.pack_into("=I", info, 44, sent)
-            struct.pack_into("=I", info, 52, received)
+        info = bytearray(info_length)  # the parser reads three fields of it
+        if info_length >= netlink.TCPI_LAST_ACK_RECV + 4:
+            sent, received, acked = (draw(st.integers(0, 2**32 - 1)) for _ in range(3))
+            struct.pack_into("=I", info, netlink.TCPI_LAST_DATA_SENT, sent)
+            struct.pack_into("=I", info, netlink.TCPI_LAST_DATA_RECV, received)
+            struct.pack_into("=I", info, netlink.TCPI_LAST_ACK_RECV, acked)
             idle = min(sent, received) / 1000.0
+            if timer == netlink.TIMER_KEEPALIVE:
+                probe = netlink.probe_at(sent, acked, expires)
         attributes += pad4(_RTATTR.pack(_RTATTR.size + info_length, netlink.INET_DIAG_INFO)
                            + bytes(info))
     if other is _DRAW:
@@ -164,7 +170,7 @@ def diag_rows(
     expected = KernelSocket(
         local=Endpoint(address(src), sport), remote=Endpoint(address(dst), dport),
         state=TcpState(state), inode=inode, uid=uid, idle_seconds=idle,
-        keepalive=timer == netlink.TIMER_KEEPALIVE,
+        keepalive=timer == netlink.TIMER_KEEPALIVE, keepalive_probe_at=probe,
     )
     return message, expected
 
