@@ -40,8 +40,13 @@ from exporter.target import EarlyRead, Target, TargetOutcome, collect_target, ti
 
 log = logging.getLogger(__name__)
 
-# Time kept back from the scrape's deadline for correlating and rendering.
+# Time kept back from the scrape's deadline for correlating and rendering: reads and the
+# socket dump stop this long before it.
 RENDER_MARGIN_SECONDS = 0.2
+# A target's trip is waited for until this long before the scrape's deadline, after the
+# reads' own: a read that ran to its deadline (a hung server), or reported its timeout a
+# little late, still leaves its sockets the time to be correlated and reported.
+TRIP_MARGIN_SECONDS = 0.05
 
 
 class SocketReadingLike(Protocol):
@@ -155,6 +160,7 @@ class Engine:
     async def _collect(self, deadline: Deadline) -> Snapshot:
         loop = asyncio.get_running_loop()
         work = deadline.sooner(RENDER_MARGIN_SECONDS)
+        patience = deadline.sooner(TRIP_MARGIN_SECONDS)
         started = time.perf_counter()
         # Names are looked up while the kernel is dumped, each target waiting only for its
         # own (a hanging resolver holds up nobody else).
@@ -176,7 +182,7 @@ class Engine:
         dump_seconds = time.perf_counter() - started
         outcomes = await asyncio.gather(
             *(
-                self._trip(w, status, sockets, work, read)
+                self._trip(w, status, sockets, work, patience, read)
                 for w, status, read in zip(self._watched, resolving, early, strict=True)
             )
         )
@@ -234,9 +240,11 @@ class Engine:
         resolving: asyncio.Future[ResolveStatus],
         sockets: Sequence[Socket],
         deadline: Deadline,
+        patience: Deadline,
         early: asyncio.Future[EarlyRead] | None,
     ) -> TargetOutcome:
-        """This target's outcome, by the deadline whatever its trip does."""
+        """This target's outcome, by ``patience`` whatever its trip does (its reads stop at
+        ``deadline``, a little earlier)."""
         target = watched.target
         resolve = await resolving
         if watched.trip is not None and not watched.trip.done():
@@ -253,7 +261,8 @@ class Engine:
         if early is not None:
             # Past the deadline, the trip reads again (and finds the reader busy).
             with contextlib.suppress(TimeoutError):
-                early_read = await asyncio.wait_for(asyncio.shield(early), deadline.remaining())
+                early_read = await asyncio.wait_for(asyncio.shield(early),
+                                                    patience.remaining())
         loop = asyncio.get_running_loop()
         trip = watched.trip = asyncio.ensure_future(
             loop.run_in_executor(
@@ -265,7 +274,7 @@ class Engine:
         # here so that asyncio does not report it as never retrieved.
         trip.add_done_callback(_retrieve)
         try:
-            outcome = await asyncio.wait_for(asyncio.shield(trip), deadline.remaining())
+            outcome = await asyncio.wait_for(asyncio.shield(trip), patience.remaining())
         except TimeoutError:
             return self._stand_in(watched, "server read timed out")
         except Exception as error:  # a bug: reported, counted, and the last state kept

@@ -79,10 +79,11 @@ def processes_using(path: str) -> list[int]:
             continue
         try:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            # Bytes: another process's name may be anything, not even UTF-8.
+            state = Path(f"/proc/{entry}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
         except OSError:
             continue
-        if path.encode() in cmdline and state != "Z":
+        if path.encode() in cmdline and state != b"Z":
             found.append(int(entry))
     return found
 

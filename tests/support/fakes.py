@@ -60,7 +60,8 @@ class FakeSockets:
 class FakeSessions:
     """A session source answering ``make_view(deadline)``. With ``hold``, a read blocks
     until ``release`` is set or the deadline passes (then it fails, as a real reader
-    whose statement timed out); ``started`` is set whenever a read begins."""
+    whose statement timed out, ``overrun`` seconds after the deadline, as a real one reports
+    its timeout a little late); ``started`` is set whenever a read begins."""
 
     always_fresh = True
 
@@ -71,8 +72,10 @@ class FakeSessions:
         hold: bool = False,
         keep_deadline: bool = True,
         queries_per_read: int = 1,
+        overrun: float = 0.0,
     ) -> None:
         self.make_view = make_view
+        self.overrun = overrun
         self.hold = hold
         self.keep_deadline = keep_deadline
         self.queries_per_read = queries_per_read
@@ -103,6 +106,8 @@ class FakeSessions:
             wait = deadline.remaining() if self.keep_deadline else None
             if not self.release.wait(wait):
                 self.errors += 1
+                if self.overrun:
+                    threading.Event().wait(self.overrun)
                 return ServerView(target="db:3306", ok=False, error="timed out",
                                   read_at=deadline.now())
         view = self.make_view(deadline)

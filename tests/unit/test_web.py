@@ -21,11 +21,13 @@ from tests.support.fakes import FakeSessions, fake_engine, reading
 from tests.support.web import serve
 
 
-def make_engine(*, hold: bool = False, targets: tuple[str, ...] = ("db:3306",)) -> Engine:
+def make_engine(*, hold: bool = False, targets: tuple[str, ...] = ("db:3306",),
+                overrun: float = 0.0) -> Engine:
     """One target per name, each with one idle session and its socket; with ``hold`` the
-    server never answers (its reads fail at their deadline)."""
+    server never answers (its reads fail at their deadline, ``overrun`` seconds late)."""
     return fake_engine(
-        {name: FakeSessions(reading(sess(1, 5000)), hold=hold) for name in targets},
+        {name: FakeSessions(reading(sess(1, 5000)), hold=hold, overrun=overrun)
+         for name in targets},
         [sock(5000)],
     )
 
@@ -110,9 +112,12 @@ def test_scrape_timeout_header() -> None:
     assert scrape_timeout("-1", options) == 10
 
 
-def test_a_hung_server_still_answers_before_prometheus_gives_up() -> None:
+@pytest.mark.parametrize("overrun", [0.0, 0.05], ids=["on time", "50 ms late"])
+def test_a_hung_server_still_answers_before_prometheus_gives_up(overrun: float) -> None:
+    # A read that times out at its deadline, or reports it a little late as a real one
+    # may, still leaves its sockets time to be correlated and reported (as unmatched).
     async def scenario():
-        engine = make_engine(hold=True)
+        engine = make_engine(hold=True, overrun=overrun)
         runner, port = await serve(build_app(engine, WebOptions(timeout_offset=0.3)))
         try:
             async with ClientSession() as client:
