@@ -1,6 +1,7 @@
 """Plain metric families (exporter.families) as exposition text: the Prometheus text format
 0.0.4 or OpenMetrics 1.0, byte for byte what prometheus_client's encoders write for the same
-families as its own (tests/unit/test_exposition_direct.py renders both ways and compares).
+families as its own (tests/unit/test_render_encoding.py and the golden and fuzz tests render
+both ways and compare).
 
 Written straight from the rows: prometheus_client's path makes a Sample and a label dict per
 row, then per sample sorts the labels, checks every name against a regex and escapes it.
@@ -27,7 +28,7 @@ from exporter.summary import utf8_label
 _number = cast(Callable[[float], str], utils.floatToGoString)
 
 
-def write(families: Iterable[AnyFamily], openmetrics: bool) -> bytes:
+def write(families: Iterable[AnyFamily], *, openmetrics: bool) -> bytes:
     """The families' lines, without OpenMetrics's closing `# EOF` (the caller appends what
     follows them)."""
     out: list[str] = []
