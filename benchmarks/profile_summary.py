@@ -28,7 +28,8 @@ PHASE_MARKERS = (
     ("correlate", ("correlate (", "connection_key")),
     ("summary", ("summarise (",)),
     ("plan", ("plan (exporter/planner", "settle (", "live_connections (")),
-    ("render", ("render (", "SnapshotCollector", "generate_latest")),
+    ("render", ("render (", "SnapshotCollector", "generate_latest", "exporter/exposition.py",
+                "exporter/collector.py")),
     ("collect: other", ("Engine._collect", "collect_target (")),
 )
 # Waiting, not working: idle pool threads, the event loop's selector, and a read blocked

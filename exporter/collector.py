@@ -1,4 +1,6 @@
-"""Renders a collection snapshot as Prometheus metric families. It computes nothing new."""
+"""Renders a collection snapshot as metric families (exporter.families: plain values that
+exporter.exposition writes as text, and prometheus_client's own families for every other
+use). It computes nothing new."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.causes import ALL_CAUSES
+from exporter.families import AnyFamily, Counter, Gauge, Histogram
 from exporter.model import (
     ALL_STATES,
     Classified,
@@ -80,13 +83,13 @@ class SnapshotCollector(Collector):
         self._place = PLACE_LABELS if snapshot.node else []
 
     def collect(self) -> Iterator[Metric]:
-        for family in self._families():
-            for sample in family.samples:
-                for name, value in sample.labels.items():
-                    sample.labels[name] = utf8_label(value)
-            yield family
+        """The families as prometheus_client's, for its registries and encoders."""
+        for family in self.families():
+            yield to_metric(family)
 
-    def _families(self) -> Iterator[Metric]:
+    def families(self) -> Iterator[AnyFamily]:
+        """The families as plain values; label values are as they come (exporter.exposition
+        and to_metric make them valid UTF-8)."""
         reports = self._snapshot.reports
         targets = [r.snapshot for r in reports]
         summaries: list[_Summarised] = []
@@ -111,8 +114,8 @@ class SnapshotCollector(Collector):
         yield self._without_owner()
         yield from self._self_metrics(reports)
 
-    def _up(self, targets: Sequence[TargetSnapshot]) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
+    def _up(self, targets: Sequence[TargetSnapshot]) -> Iterator[AnyFamily]:
+        up = Gauge(
             "mysql_idle_up",
             "1 if the server answered at this scrape (its read, or between reads its ping).",
             labels=["target"],
@@ -121,8 +124,8 @@ class SnapshotCollector(Collector):
             up.add_metric([t.target], 1.0 if t.server is not None and t.server.ok else 0.0)
         yield up
 
-    def _server(self, targets: Sequence[TargetSnapshot]) -> Iterator[Metric]:
-        timeouts = GaugeMetricFamily(
+    def _server(self, targets: Sequence[TargetSnapshot]) -> Iterator[AnyFamily]:
+        timeouts = Gauge(
             "mysql_idle_wait_timeout_seconds",
             "The server's global idle limits: wait_timeout (scope global), "
             "interactive_timeout, and MariaDB's idle_transaction_timeout, "
@@ -130,37 +133,37 @@ class SnapshotCollector(Collector):
             "transaction, readonly_transaction, write_transaction; only where set).",
             labels=["target", "scope"],
         )
-        info = GaugeMetricFamily(
+        info = Gauge(
             "mysql_idle_server_info",
             "Server flavor, version and the processlist source in use.",
             labels=["target", "flavor", "version", "source"],
         )
-        full = GaugeMetricFamily(
+        full = Gauge(
             "mysql_idle_full_processlist",
             "1 when the exporter sees every session (PROCESS), 0 for its own sessions only.",
             labels=["target"],
         )
-        per_session = GaugeMetricFamily(
+        per_session = Gauge(
             "mysql_idle_per_session_timeouts",
             "1 when each session's own wait_timeout is read, 0 when the global one is assumed.",
             labels=["target"],
         )
-        working = GaugeMetricFamily(
+        working = Gauge(
             "mysql_idle_correlation_working",
             "1 when sockets of this target match server sessions (phantoms need this).",
             labels=["target"],
         )
-        threshold = GaugeMetricFamily(
+        threshold = Gauge(
             "mysql_idle_headroom_threshold_seconds",
             "Sessions with headroom at or below this are at_risk (--risk.headroom).",
             labels=["target"],
         )
-        network = GaugeMetricFamily(
+        network = Gauge(
             "mysql_idle_network_idle_timeout_seconds",
             "The configured idle limit of the network path (--network.idle-timeout).",
             labels=["target"],
         )
-        age = GaugeMetricFamily(
+        age = Gauge(
             "mysql_idle_server_read_age_seconds",
             "Age of the server-side facts used by the last collection.",
             labels=["target"],
@@ -192,18 +195,18 @@ class SnapshotCollector(Collector):
                 age.add_metric([t.target], t.server_age_seconds)
         yield from (timeouts, info, full, per_session, working, threshold, network, age)
 
-    def _sessions(self, summaries: Sequence[_Summarised]) -> Iterator[Metric]:
-        sessions = GaugeMetricFamily(
+    def _sessions(self, summaries: Sequence[_Summarised]) -> Iterator[AnyFamily]:
+        sessions = Gauge(
             "mysql_idle_sessions",
             "Sockets and sessions by state and owning process.",
             labels=["target", "state", "process", *self._place],
         )
-        keepalive = GaugeMetricFamily(
+        keepalive = Gauge(
             "mysql_idle_sockets_keepalive",
             "Sockets with the kernel's TCP keepalive timer armed.",
             labels=["target", "process", *self._place],
         )
-        names = GaugeMetricFamily(
+        names = Gauge(
             "mysql_idle_process_info",
             "1 per process label and the plain process name (comm) of its owners.",
             labels=["target", "process", "comm", *self._place],
@@ -219,13 +222,13 @@ class SnapshotCollector(Collector):
         yield keepalive
         yield names
 
-    def _headroom(self, summaries: Sequence[_Summarised]) -> Iterator[Metric]:
-        minimum = GaugeMetricFamily(
+    def _headroom(self, summaries: Sequence[_Summarised]) -> Iterator[AnyFamily]:
+        minimum = Gauge(
             "mysql_idle_min_headroom_seconds",
             "Smallest headroom (timeout minus idle) among a process's idle sessions.",
             labels=["target", "process", *self._place],
         )
-        per_session = GaugeMetricFamily(
+        per_session = Gauge(
             "mysql_idle_session_headroom_seconds",
             "Headroom of the riskiest idle sessions (at most --sessions.top series).",
             labels=["target", "process", "pid", "session_id", "user", "db", *self._place],
@@ -254,13 +257,13 @@ class SnapshotCollector(Collector):
         yield minimum
         yield per_session
 
-    def _histograms(self, summaries: Sequence[_Summarised]) -> Iterator[Metric]:
-        server_idle = HistogramMetricFamily(
+    def _histograms(self, summaries: Sequence[_Summarised]) -> Iterator[AnyFamily]:
+        server_idle = Histogram(
             "mysql_idle_session_idle_seconds",
             "Idle seconds of matched idle sessions (the current distribution, not cumulative).",
             labels=["target", "process", *self._place],
         )
-        client_idle = HistogramMetricFamily(
+        client_idle = Histogram(
             "mysql_idle_client_idle_seconds",
             "Client-side silence per socket from tcp_info (the current distribution).",
             labels=["target", "process", *self._place],
@@ -275,8 +278,8 @@ class SnapshotCollector(Collector):
         yield server_idle
         yield client_idle
 
-    def _drops(self, summaries: Sequence[_Summarised]) -> Iterator[Metric]:
-        drops = CounterMetricFamily(
+    def _drops(self, summaries: Sequence[_Summarised]) -> Iterator[AnyFamily]:
+        drops = Counter(
             "mysql_idle_sessions_dropped",
             "Sessions seen to die idle (became dropped, or vanished after their timeout).",
             labels=["target", "process", *self._place],
@@ -289,7 +292,7 @@ class SnapshotCollector(Collector):
             for process in sorted(totals):
                 drops.add_metric([t.target, process, *place], float(totals[process]))
         yield drops
-        causes = CounterMetricFamily(
+        causes = Counter(
             "mysql_idle_sessions_dropped_by_cause",
             "Sessions seen to die, by cause: idle_timeout, transaction_timeout, network "
             "(the path's limit, or a phantom), killed, restart, unknown. Every drop of "
@@ -308,34 +311,34 @@ class SnapshotCollector(Collector):
                                       float(counted.get((process, cause.value), 0)))
         yield causes
 
-    def _transactions(self, summaries: Sequence[_Summarised]) -> Iterator[Metric]:
-        count = GaugeMetricFamily(
+    def _transactions(self, summaries: Sequence[_Summarised]) -> Iterator[AnyFamily]:
+        count = Gauge(
             "mysql_idle_sessions_in_transaction",
             "Matched sessions asleep inside an open InnoDB transaction: they hold its locks "
             "and undo history while their process does something else.",
             labels=["target", "process", *self._place],
         )
-        oldest = GaugeMetricFamily(
+        oldest = Gauge(
             "mysql_idle_transaction_oldest_seconds",
             "Age of the oldest open transaction among a process's idle sessions.",
             labels=["target", "process", *self._place],
         )
-        idle = GaugeMetricFamily(
+        idle = Gauge(
             "mysql_idle_transaction_idle_seconds",
             "Longest idle time among a process's sessions asleep inside a transaction.",
             labels=["target", "process", *self._place],
         )
-        locked = GaugeMetricFamily(
+        locked = Gauge(
             "mysql_idle_transaction_rows_locked",
             "Rows locked by the open transactions of a process's idle sessions.",
             labels=["target", "process", *self._place],
         )
-        modified = GaugeMetricFamily(
+        modified = Gauge(
             "mysql_idle_transaction_rows_modified",
             "Rows modified by the open transactions of a process's idle sessions.",
             labels=["target", "process", *self._place],
         )
-        per_session = GaugeMetricFamily(
+        per_session = Gauge(
             "mysql_idle_session_transaction_seconds",
             "Age of the open transaction of the idle sessions inside the oldest ones (at "
             "most --sessions.top series).",
@@ -364,8 +367,8 @@ class SnapshotCollector(Collector):
                 )
         yield from (count, oldest, idle, locked, modified, per_session)
 
-    def _limits(self, summaries: Sequence[_Summarised]) -> Iterator[Metric]:
-        by_limit = GaugeMetricFamily(
+    def _limits(self, summaries: Sequence[_Summarised]) -> Iterator[AnyFamily]:
+        by_limit = Gauge(
             "mysql_idle_sessions_by_limit",
             "Idle sessions by the limit that governs them (the smallest that applies): "
             "wait_timeout, session_wait_timeout, interactive_timeout, "
@@ -373,13 +376,13 @@ class SnapshotCollector(Collector):
             "idle_write_transaction_timeout, network_idle_timeout.",
             labels=["target", "process", "limit", *self._place],
         )
-        per_session = GaugeMetricFamily(
+        per_session = Gauge(
             "mysql_idle_session_timeout_seconds",
             "The limit of the riskiest idle sessions (those of "
             "mysql_idle_session_headroom_seconds), and which one it is.",
             labels=["target", "process", "pid", "session_id", "limit", *self._place],
         )
-        late = GaugeMetricFamily(
+        late = Gauge(
             "mysql_idle_sockets_keepalive_late",
             "Open sockets whose keepalive is off, or sends its next probe after the path's "
             "idle limit (--network.idle-timeout; only where set): the path forgets them.",
@@ -406,8 +409,8 @@ class SnapshotCollector(Collector):
                 )
         yield from (by_limit, per_session, late)
 
-    def _places(self, reports: Sequence[TargetReport]) -> Metric:
-        family = GaugeMetricFamily(
+    def _places(self, reports: Sequence[TargetReport]) -> AnyFamily:
+        family = Gauge(
             "mysql_idle_place_info",
             "Node mode: 1 per pod and container holding watched sockets, with the pod's UID "
             "and the container runtime from the owner's cgroup path.",
@@ -423,8 +426,8 @@ class SnapshotCollector(Collector):
                     family.add_metric(list(values), 1.0)
         return family
 
-    def _without_owner(self) -> Metric:
-        family = GaugeMetricFamily(
+    def _without_owner(self) -> AnyFamily:
+        family = Gauge(
             "mysql_idle_sockets_without_owner",
             "Watched sockets whose owning process cannot be read, by reason: no_permission "
             "(needs the same uid and gid, or CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH) or "
@@ -436,8 +439,8 @@ class SnapshotCollector(Collector):
             family.add_metric([reason], float(counts.get(reason, 0)))
         return family
 
-    def _self_metrics(self, reports: Sequence[TargetReport]) -> Iterator[Metric]:
-        durations = GaugeMetricFamily(
+    def _self_metrics(self, reports: Sequence[TargetReport]) -> Iterator[AnyFamily]:
+        durations = Gauge(
             "mysql_idle_scrape_duration_seconds",
             "Seconds spent per phase of the last collection.",
             labels=["target", "phase"],
@@ -447,40 +450,40 @@ class SnapshotCollector(Collector):
                 durations.add_metric([report.snapshot.target, phase], seconds)
         yield durations
         if self._render_seconds is not None:
-            render = GaugeMetricFamily(
+            render = Gauge(
                 "mysql_idle_render_duration_seconds",
                 "Seconds the previous answer took to render its body (after the collection).",
             )
             render.add_metric([], self._render_seconds)
             yield render
-        reads = CounterMetricFamily(
+        reads = Counter(
             "mysql_idle_server_reads", "Server-side reads attempted.", labels=["target"]
         )
-        errors = CounterMetricFamily(
+        errors = Counter(
             "mysql_idle_server_read_errors", "Server-side reads that failed.", labels=["target"]
         )
-        queries = CounterMetricFamily(
+        queries = Counter(
             "mysql_idle_server_queries",
             "SQL statements sent to the server.",
             labels=["target"],
         )
-        pings = CounterMetricFamily(
+        pings = Counter(
             "mysql_idle_server_pings",
             "Liveness checks (COM_PING, no statement) sent between server reads.",
             labels=["target"],
         )
-        internal = CounterMetricFamily(
+        internal = Counter(
             "mysql_idle_internal_errors",
             "Reads and collections that failed from a bug in the exporter, not from the "
             "server (the first one's traceback is logged).",
             labels=["target"],
         )
-        resolve_failures = CounterMetricFamily(
+        resolve_failures = Counter(
             "mysql_idle_resolve_failures",
             "Lookups of the target's host name that failed or timed out.",
             labels=["target"],
         )
-        addresses = GaugeMetricFamily(
+        addresses = Gauge(
             "mysql_idle_target_addresses",
             "IP addresses known for the target (0: its sockets cannot be told).",
             labels=["target"],
@@ -495,22 +498,40 @@ class SnapshotCollector(Collector):
             resolve_failures.add_metric([target], float(report.resolve.failures))
             addresses.add_metric([target], float(len(report.resolve.addresses)))
         yield from (reads, errors, queries, pings, internal, resolve_failures, addresses)
-        socket_errors = CounterMetricFamily(
+        socket_errors = Counter(
             "mysql_idle_socket_read_errors",
             "Collections whose socket listing failed (the first one's traceback is logged).",
         )
         socket_errors.add_metric([], float(self._snapshot.socket_read_errors))
         yield socket_errors
-        collections = CounterMetricFamily(
+        collections = Counter(
             "mysql_idle_collections", "Collections run (concurrent scrapes share one)."
         )
         collections.add_metric([], float(self._snapshot.collections))
         yield collections
         if self._include_build_info:
-            build = GaugeMetricFamily(
+            build = Gauge(
                 "mysql_idle_build_info",
                 "Build information.",
                 labels=["version", "python_version"],
             )
             build.add_metric([__version__, platform.python_version()], 1.0)
             yield build
+
+
+def to_metric(family: AnyFamily) -> Metric:
+    """prometheus_client's family for a plain one, label values made valid UTF-8."""
+    if isinstance(family, Histogram):
+        histogram = HistogramMetricFamily(family.name, family.documentation,
+                                          labels=family.labels)
+        for values, buckets, total in family.rows:
+            histogram.add_metric([utf8_label(v) for v in values], buckets, total)
+        return histogram
+    metric: CounterMetricFamily | GaugeMetricFamily
+    if isinstance(family, Counter):
+        metric = CounterMetricFamily(family.name, family.documentation, labels=family.labels)
+    else:
+        metric = GaugeMetricFamily(family.name, family.documentation, labels=family.labels)
+    for values, value in family.rows:
+        metric.add_metric([utf8_label(v) for v in values], value)
+    return metric

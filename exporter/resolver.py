@@ -86,10 +86,9 @@ class AddressBook:
             return ResolveStatus(addresses=literal or frozenset())
         return entry.status
 
-    async def addresses(self, host: str, deadline: Deadline) -> ResolveStatus:
-        """The host's addresses for this collection: at once when some are known (a due
-        refresh starts in the background), else after waiting for the first lookup, but
-        never past the deadline."""
+    def known(self, host: str) -> ResolveStatus | None:
+        """The host's addresses for this collection when they need no waiting (a due
+        refresh starts in the background), else None: its first lookup is still running."""
         literal = literal_address(host)
         if literal is not None:
             return ResolveStatus(addresses=literal)
@@ -101,10 +100,23 @@ class AddressBook:
             self._start(host, entry, now)
         if entry.status.addresses or entry.pending is None:
             return entry.status
+        return None
+
+    async def addresses(self, host: str, deadline: Deadline) -> ResolveStatus:
+        """The host's addresses for this collection: at once when some are known (a due
+        refresh starts in the background), else after waiting for the first lookup, but
+        never past the deadline."""
+        known = self.known(host)
+        if known is not None:
+            return known
+        entry = self._entries[host]
+        pending = entry.pending
+        assert pending is not None  # known() said so
+        now = self._clock()
         # Nothing known yet: the first lookup decides, within its bound and the deadline.
         wait = min(deadline.remaining(), self._timeout - (now - entry.started_at))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(entry.pending), max(wait, 0.0))
+            await asyncio.wait_for(asyncio.shield(pending), max(wait, 0.0))
         self._expire(host, entry, self._clock())
         return entry.status
 

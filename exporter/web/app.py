@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+from prometheus_client.utils import parse_version
 
 from exporter.addresses import AddressError, normalise_ip, target_address
 from exporter.collector import SnapshotCollector
@@ -30,6 +31,7 @@ from exporter.config import MAX_SCRAPE_TIMEOUT_SECONDS
 from exporter.deadline import Deadline
 from exporter.drops import DropRecorder
 from exporter.engine import Engine
+from exporter.exposition import write
 from exporter.fleet import FLEET_PATH
 from exporter.model import Snapshot
 from exporter.web.auth import PasswordChecker, Verdict
@@ -109,24 +111,70 @@ def scrape_timeout(header: str | None, options: WebOptions) -> float:
     return options.default_timeout
 
 
-def render(
-    snapshot: Snapshot, accept: str | None, render_seconds: float | None = None,
-    extra: Sequence[Collector] = (),
-) -> tuple[bytes, str]:
-    """The body and its content type; ``render_seconds``: the previous answer's rendering,
-    exposed as mysql_idle_render_duration_seconds; ``extra``: the web side's own metrics."""
+Encoder = Callable[[CollectorRegistry], bytes]
+
+
+def own_metrics(extra: Sequence[Collector] = ()) -> CollectorRegistry:
+    """The process's own metrics, from prometheus_client: the web side's ``extra``, then
+    process, platform and garbage collection. Built once (exporter.web.app.build_app)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(snapshot, render_seconds=render_seconds))
     for collector in extra:
         registry.register(collector)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
-    encoder, content_type = encoder_for(accept)
-    return encoder(registry), content_type
+    return registry
 
 
-Encoder = Callable[[CollectorRegistry], bytes]
+class Exposition:
+    """Writes the /metrics body: the snapshot's families straight from their rows
+    (exporter.exposition), then ``own`` (own_metrics) with prometheus_client's encoder.
+    Escapings that rename names (dots, values) get prometheus_client's encoder for the
+    whole body."""
+
+    def __init__(self, own: CollectorRegistry) -> None:
+        self._own = own
+
+    def render(
+        self, snapshot: Snapshot, accept: str | None, render_seconds: float | None = None,
+    ) -> tuple[bytes, str]:
+        """The body and its content type; ``render_seconds``: the previous answer's
+        rendering, exposed as mysql_idle_render_duration_seconds."""
+        collector = SnapshotCollector(snapshot, render_seconds=render_seconds)
+        encoder, content_type = encoder_for(accept)
+        kind = direct_format(encoder)
+        if kind is None:
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(collector)
+            registry.register(self._own)
+            return encoder(registry), content_type
+        body = write(collector.families(), openmetrics=kind == OPENMETRICS)
+        # After the families, prometheus_client's own writing (OpenMetrics's `# EOF` too).
+        return body + encoder(self._own), content_type
+
+
+EXPOSITION_KEY = web.AppKey("exposition", Exposition)
+TEXT, OPENMETRICS = "text", "openmetrics"
+# The escapings that leave classic names as they are (the only names exposed here).
+_KEEPING = (openmetrics.UNDERSCORES, openmetrics.ALLOWUTF8)
+
+
+def direct_format(encoder: Encoder) -> str | None:
+    """TEXT or OPENMETRICS where exporter.exposition writes what ``encoder`` (one of
+    prometheus_client's, from encoder_for) would; None where only prometheus_client can."""
+    if encoder is generate_latest:
+        return TEXT
+    if not isinstance(encoder, partial):
+        return None
+    if encoder.keywords.get("escaping", openmetrics.UNDERSCORES) not in _KEEPING:
+        return None
+    if encoder.func is generate_latest:
+        return TEXT
+    # OpenMetrics 1.x only: 2.0 has native histograms and may change more.
+    version = str(encoder.keywords.get("version", "1.0.0"))
+    if encoder.func is openmetrics.generate_latest and parse_version(version)[:1] == (1,):
+        return OPENMETRICS
+    return None
 
 
 def encoder_for(accept: str | None) -> tuple[Encoder, str]:
@@ -154,14 +202,8 @@ async def _scrape(request: web.Request, target: str | None) -> web.Response:
         snapshot = snapshot.only(target)
     clock = request.app[RENDER_KEY]
     started = time.perf_counter()
-    watcher = request.app[OPTIONS_KEY].watcher
-    extra: list[Collector] = []
-    if watcher:
-        from exporter.web.reload import WebConfigCollector
-
-        extra.append(WebConfigCollector(watcher))
-    body, content_type = render(snapshot, request.headers.get("Accept"), clock.last_seconds,
-                                extra)
+    body, content_type = request.app[EXPOSITION_KEY].render(
+        snapshot, request.headers.get("Accept"), clock.last_seconds)
     clock.last_seconds = time.perf_counter() - started
     return web.Response(body=body, headers={"Content-Type": content_type})
 
@@ -286,6 +328,12 @@ def build_app(
     app[ENGINE_KEY] = engine
     app[OPTIONS_KEY] = options
     app[RENDER_KEY] = RenderClock()
+    extra: list[Collector] = []
+    if options.watcher:
+        from exporter.web.reload import WebConfigCollector
+
+        extra.append(WebConfigCollector(options.watcher))
+    app[EXPOSITION_KEY] = Exposition(own_metrics(extra))
     app.router.add_get(options.telemetry_path, _metrics)
     app.router.add_get("/probe", _probe)
     app.router.add_get("/healthz", _healthz)

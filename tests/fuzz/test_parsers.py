@@ -41,6 +41,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from exporter.addresses import normalise_ip, parse_processlist_host
 from exporter.collector import SnapshotCollector
 from exporter.correlate import Memory
+from exporter.exposition import write
 from exporter.fleet.wire import FleetFormatError, decode_view
 from exporter.model import (
     Endpoint,
@@ -720,9 +721,16 @@ def hostile_snapshots(draw: st.DrawFn) -> tuple[Snapshot, list[tuple[str, str, s
 
 
 def render_both(snapshot: Snapshot) -> tuple[str, str]:
+    """Both formats as /metrics writes them (exporter.exposition), checked byte for byte
+    against prometheus_client's own encoders."""
+    collector = SnapshotCollector(snapshot)
+    text, openmetrics = write(collector.families(), openmetrics=False), write(
+        collector.families(), openmetrics=True) + b"# EOF\n"
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(snapshot))
-    return generate_latest(registry).decode(), generate_openmetrics(registry).decode()
+    registry.register(collector)
+    assert text == generate_latest(registry)
+    assert openmetrics == generate_openmetrics(registry)
+    return text.decode(), openmetrics.decode()
 
 
 # Rendering is a hundred times slower than parsing: a smaller budget.

@@ -17,7 +17,7 @@ from exporter.planner import ReadPolicy
 from exporter.resolver import AddressBook
 from exporter.target import Target
 from tests.support.builders import DB, sess, sock, view
-from tests.support.fakes import FakeClock, FakeSessions, FakeSockets, reading
+from tests.support.fakes import FakeClock, FakeSessions, FakeSockets, Reading, reading
 
 
 def engine_with(
@@ -290,3 +290,55 @@ def test_between_reads_a_ping_keeps_up_true_to_the_scrape() -> None:
     assert sessions.reads == 2
     assert fourth.targets[0].server is not None and fourth.targets[0].server.ok
     assert fourth.reports[0].counts.pings == 2
+
+
+def test_a_lone_targets_trip_follows_the_dump_in_one_job_of_the_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each hand-off to the pool wakes a thread and then the event loop: with one target,
+    # the dump and the trip go together (issue 17); with two, each trip has its own.
+    sessions = FakeSessions(reading(sess(1, 5000)))
+    engine, _, clock = engine_with([sock(5000)], sessions, interval=30)
+    jobs: list[str] = []
+    submit = engine._pool.submit
+
+    def counted(fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        jobs.append(getattr(fn, "__name__", "?"))
+        return submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(engine._pool, "submit", counted)
+    first = collect(engine)
+    clock.advance(1)
+    second = collect(engine)  # no read due: a ping
+    engine.close()
+    assert (sessions.reads, sessions.pings) == (1, 1)
+    assert len(jobs) == 2, jobs  # one job per collection
+    assert [i.state for i in second.targets[0].items] == [i.state for i in
+                                                          first.targets[0].items]
+    assert second.reports[0].durations["total"] > 0
+
+    two = [FakeSessions(reading(sess(1, 5000))) for _ in range(2)]
+    engine = Engine([Target("db:3306", DB.ip, DB.port, two[0]),
+                     Target("db2:3306", "10.0.0.6", 3306, two[1])],
+                    FakeSockets([sock(5000)]), ReadPolicy(30, Settings()), clock=clock)
+    jobs.clear()
+    submit = engine._pool.submit
+    monkeypatch.setattr(engine._pool, "submit", counted)
+    collect(engine)
+    engine.close()
+    assert len(jobs) == 3, jobs  # the dump, then a trip per target
+
+
+def test_a_lone_targets_failed_dump_is_counted_and_its_server_still_asked() -> None:
+    class Broken(FakeSockets):
+        def read(self, deadline: Deadline) -> Reading:
+            raise OSError("netlink refused")
+
+    sessions = FakeSessions(reading(sess(1, 5000)))
+    engine = Engine([Target("db:3306", DB.ip, DB.port, sessions)], Broken([]),
+                    ReadPolicy(30, Settings()), clock=FakeClock())
+    snapshot = collect(engine)
+    engine.close()
+    assert snapshot.socket_read_errors == 1
+    assert sessions.reads == 1 and snapshot.targets[0].server is not None
+    assert snapshot.targets[0].server.ok

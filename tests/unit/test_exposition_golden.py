@@ -9,6 +9,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 from exporter.collector import SnapshotCollector
 from exporter.correlate import Memory
+from exporter.exposition import write
 from exporter.model import (
     Endpoint,
     Flavor,
@@ -69,16 +70,25 @@ def fixed_snapshot() -> Snapshot:
     )
 
 
+def collector() -> SnapshotCollector:
+    return SnapshotCollector(fixed_snapshot(), include_build_info=False, render_seconds=0.003)
+
+
 def registry() -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(fixed_snapshot(), include_build_info=False,
-                                        render_seconds=0.003))
+    registry.register(collector())
     return registry
 
 
+# Each format through prometheus_client's encoder and as /metrics writes it
+# (exporter.exposition): the same bytes.
 def test_text_exposition() -> None:
-    assert_golden("exposition.prom", generate_latest(registry()).decode())
+    body = generate_latest(registry())
+    assert write(collector().families(), openmetrics=False) == body
+    assert_golden("exposition.prom", body.decode())
 
 
 def test_openmetrics_exposition() -> None:
-    assert_golden("exposition.openmetrics", generate_openmetrics(registry()).decode())
+    body = generate_openmetrics(registry())
+    assert write(collector().families(), openmetrics=True) + b"# EOF\n" == body
+    assert_golden("exposition.openmetrics", body.decode())

@@ -1,63 +1,165 @@
-"""The /metrics body's encoding: prometheus_client's own, made cheap where it can be
-without changing a byte (exporter.web.app.encoder_for)."""
+"""The /metrics body's encoding: written straight from the collector's families
+(exporter.exposition, exporter.web.app.Exposition), byte for byte what prometheus_client's own
+encoder writes for every Accept header, hostile label values and node mode included."""
 
 from __future__ import annotations
 
 import re
 
+import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.platform_collector import PlatformCollector
 
 from exporter.collector import SnapshotCollector
 from exporter.correlate import Memory
-from exporter.model import Settings, Snapshot, TcpState
-from exporter.web.app import encoder_for, render
-from tests.support.builders import NOW, correlate_sockets, sess, snapshot_of, sock, view
+from exporter.model import (
+    Endpoint,
+    Place,
+    ReadCounts,
+    ResolveStatus,
+    Settings,
+    Snapshot,
+    TargetReport,
+    TcpState,
+)
+from exporter.node.places import correlate_places
+from exporter.web.app import OPENMETRICS, TEXT, Exposition, direct_format, encoder_for
+from tests.support.builders import NOW, correlate_sockets, report, sess, snapshot_of, sock, view
 
 # What Prometheus 2.x sends.
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
     "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 )
+ACCEPTS = (
+    PROMETHEUS_ACCEPT, "application/openmetrics-text; version=1.0.0",
+    "application/openmetrics-text", "text/plain", "", "*/*", "application/json",
+    "application/openmetrics-text; version=1.0.0; escaping=underscores",
+    "application/openmetrics-text; version=1.0.0; escaping=allow-utf-8",
+    "application/openmetrics-text; version=1.0.0; escaping=dots",
+    "application/openmetrics-text; version=1.0.0; escaping=values",
+    "application/openmetrics-text; version=2.0.0",
+    "text/plain; version=1.0.0", "text/plain; version=1.0.0; escaping=allow-utf-8",
+    "text/plain; version=1.0.0; escaping=dots",
+)
 CLASSIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+SETTINGS = Settings(risk_headroom=60.0, network_idle_timeout=900.0)
+HOSTILE = 'web \\ "quoted"\n} # fake_metric 1\n'
 
 
-def fixed_snapshot() -> Snapshot:
-    """Every kind of series: idle, at risk, active, dropped, phantom, unmatched."""
-    sockets = [sock(5000, idle=100, keepalive=True), sock(5001, idle=590),
-               sock(5002, process="web \\ \"quoted\"\n", pid=7),
-               sock(5003, state=TcpState.CLOSE_WAIT), sock(5006, process="unknown", pid=None)]
+def rich_snapshot() -> Snapshot:
+    """Two targets, one down; every state, drops, a transaction, hostile label values (a
+    quote, a backslash, a newline, a lone surrogate from a process name not in UTF-8)."""
+    sockets = [sock(5000, idle=100, keepalive=True, keepalive_probe_at=60.0),
+               sock(5001, idle=590), sock(5002, process=HOSTILE, pid=7),
+               sock(5003, state=TcpState.CLOSE_WAIT), sock(5004, gone=True, idle=700),
+               sock(5005, idle=20), sock(5006, process="unknown", pid=None),
+               sock(5007, idle=40, process="bad\udcffname", keepalive=True,
+                    keepalive_probe_at=7200.0)]
     server = view(sess(1, 5000), sess(2, 5001, user="batch", db=None),
-                  sess(3, 5002, command="Query"))
-    target, _ = correlate_sockets("db:3306", sockets, server, Settings(60.0, 900.0), Memory(),
-                                  NOW)
-    return snapshot_of(target, top=3, collections=7)
+                  sess(3, 5002, command="Query"), sess(6, 5006, idle=30.0, user=HOSTILE),
+                  sess(7, 5007, idle=40.0, transaction=95.0, rows_locked=3, db=HOSTILE),
+                  idle_transaction_timeout=300.0, read_at=NOW - 2.5)
+    _, memory = correlate_sockets("db:3306", [sock(5004, idle=595), sock(5005)],
+                                  view(sess(4, 5004, idle=595), sess(5, 5005)), SETTINGS,
+                                  Memory(), NOW - 10)
+    up, _ = correlate_sockets("db:3306", sockets, server, SETTINGS, memory, NOW)
+    down, _ = correlate_sockets("other:3306", [sock(6000, remote=Endpoint("10.0.0.6", 3306))],
+                                view(ok=False, error="cannot resolve other"), SETTINGS,
+                                Memory(), NOW)
+    return Snapshot(
+        reports=(report(up, 3, counts=ReadCounts(reads=12, read_errors=1, queries=13),
+                        resolve=ResolveStatus(addresses=frozenset({"10.0.0.5"})),
+                        durations={"sockets": 0.004, "owners": 0.001, "total": 0.02}),
+                 report(down, 3, resolve=ResolveStatus(failures=2))),
+        collections=7, top_sessions=3, socket_read_errors=1,
+        sockets_without_owner={"no_permission": 2},
+    )
 
 
-def registry() -> CollectorRegistry:
-    fixed = CollectorRegistry(auto_describe=False)
-    fixed.register(SnapshotCollector(fixed_snapshot(), render_seconds=0.002))
-    PlatformCollector(registry=fixed)
-    return fixed
+def node_snapshot() -> Snapshot:
+    """Node mode: the socket-side series with pod and container labels, one pod's name
+    hostile."""
+    pod_a = Place(netns=101, pod="shop-0", container="aaaaaaaaaaaa", pod_uid="u-a",
+                  runtime="containerd")
+    pod_b = Place(netns=202, pod=HOSTILE, container="bbbbbbbbbbbb", pod_uid="u-b",
+                  runtime="cri-o")
+    sockets = [s._replace(place=pod_a) for s in (sock(5000, idle=50.0),
+                                                  sock(5001, idle=580.0, process="api"))]
+    sockets += [s._replace(place=pod_b) for s in (sock(6000), sock(6001, process="api"),
+                                                   sock(6002, state=TcpState.CLOSE_WAIT))]
+    server = view(sess(1, 5000), sess(2, 5001, idle=580.0, transaction=120.0, rows_locked=1),
+                  sess(3, 6000), sess(4, 6001, command="Query"), wait_timeout=600.0)
+    target, summary, places, _ = correlate_places("db:3306", sockets, server, SETTINGS, {},
+                                                  Memory(), NOW, top=5)
+    return Snapshot(reports=(TargetReport(target, summary, places=places),), node=True,
+                    collections=3)
 
 
-def test_prometheus_gets_the_bytes_prometheus_client_would_write() -> None:
-    for accept in (PROMETHEUS_ACCEPT, "application/openmetrics-text; version=1.0.0",
-                   "application/openmetrics-text", "text/plain", "",
-                   "application/openmetrics-text; version=1.0.0; escaping=underscores"):
-        ours, ours_type = encoder_for(accept)
-        theirs, theirs_type = choose_encoder(accept)
-        if accept == PROMETHEUS_ACCEPT:  # the cheap escaping, for the same bytes
-            assert ours.keywords["escaping"] == "allow-utf-8"  # type: ignore[attr-defined]
-        assert ours_type == theirs_type, accept
-        assert ours(registry()) == theirs(registry()), accept
+SNAPSHOTS = {
+    "rich": rich_snapshot,
+    "node": node_snapshot,
+    "one target": lambda: snapshot_of(correlate_sockets(
+        "db:3306", [sock(5000)], view(sess(1, 5000)), SETTINGS, Memory(), NOW)[0]),
+    "no target": lambda: Snapshot(reports=()),
+}
 
 
-def test_every_exposed_name_is_a_classic_prometheus_name() -> None:
-    # What lets encoder_for skip the per-character escaping: a name outside this set would
-    # be written differently by the two escapings (see encoder_for).
-    body, _ = render(fixed_snapshot(), PROMETHEUS_ACCEPT, 0.002)
+def own() -> CollectorRegistry:
+    """The process's own metrics, with values that do not move between two renderings."""
+    registry = CollectorRegistry(auto_describe=False)
+    PlatformCollector(registry=registry)
+    return registry
+
+
+def prometheus_client_body(snapshot: Snapshot, accept: str) -> tuple[bytes, str]:
+    """What prometheus_client writes for the same collectors, in the same order."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot, render_seconds=0.002))
+    PlatformCollector(registry=registry)
+    encoder, content_type = choose_encoder(accept)
+    return encoder(registry), content_type
+
+
+@pytest.mark.parametrize("name", SNAPSHOTS)
+def test_the_body_is_the_bytes_prometheus_client_would_write(name: str) -> None:
+    snapshot = SNAPSHOTS[name]()
+    exposition = Exposition(own())
+    for accept in ACCEPTS:
+        assert exposition.render(snapshot, accept, 0.002) == prometheus_client_body(
+            snapshot, accept), accept
+
+
+def test_what_prometheus_and_curl_get_is_written_straight() -> None:
+    # The comparison above would pass through prometheus_client's fallback too: the formats
+    # that scrapers ask for are the ones written from the rows.
+    kinds = {accept: direct_format(encoder_for(accept)[0]) for accept in ACCEPTS}
+    assert kinds[PROMETHEUS_ACCEPT] == OPENMETRICS
+    assert kinds["application/openmetrics-text"] == OPENMETRICS
+    assert kinds["text/plain"] == kinds[""] == kinds["*/*"] == TEXT
+    assert kinds["text/plain; version=1.0.0; escaping=allow-utf-8"] == TEXT
+    # Escapings that rename names, and OpenMetrics 2.0: prometheus_client's own.
+    assert kinds["application/openmetrics-text; version=1.0.0; escaping=dots"] is None
+    assert kinds["application/openmetrics-text; version=1.0.0; escaping=values"] is None
+    assert kinds["application/openmetrics-text; version=2.0.0"] is None
+
+
+def test_the_cheap_escaping_for_what_prometheus_sends_writes_the_same_bytes() -> None:
+    ours, ours_type = encoder_for(PROMETHEUS_ACCEPT)
+    theirs, theirs_type = choose_encoder(PROMETHEUS_ACCEPT)
+    assert ours.keywords["escaping"] == "allow-utf-8"  # type: ignore[attr-defined]
+    assert ours_type == theirs_type
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(rich_snapshot(), render_seconds=0.002))
+    assert ours(registry) == theirs(registry)
+
+
+@pytest.mark.parametrize("name", ["rich", "node"])
+def test_every_exposed_name_is_a_classic_prometheus_name(name: str) -> None:
+    # What lets the direct writing and encoder_for skip prometheus_client's name escaping:
+    # a name outside this set would be written differently by the escapings.
+    body, _ = Exposition(own()).render(SNAPSHOTS[name](), PROMETHEUS_ACCEPT, 0.002)
     lines = body.decode().splitlines()
     names = {line.split()[2] for line in lines if line.startswith(("# HELP", "# TYPE"))}
     label_names = {
@@ -65,6 +167,8 @@ def test_every_exposed_name_is_a_classic_prometheus_name() -> None:
         for line in lines if "{" in line and not line.startswith("#")
         for pair in re.findall(r'([^{},=]+)="', line)
     }
-    assert names and label_names
-    assert all(CLASSIC_NAME.match(name) for name in names | label_names), sorted(
+    assert names and {"target", "process", "le"} <= label_names
+    if name == "node":
+        assert {"pod", "container"} <= label_names
+    assert all(CLASSIC_NAME.match(n) for n in names | label_names), sorted(
         n for n in names | label_names if not CLASSIC_NAME.match(n))

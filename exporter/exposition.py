@@ -1,0 +1,98 @@
+"""Plain metric families (exporter.families) as exposition text: the Prometheus text format
+0.0.4 or OpenMetrics 1.0, byte for byte what prometheus_client's encoders write for the same
+families as its own (tests/unit/test_render_encoding.py and the golden and fuzz tests render
+both ways and compare).
+
+Written straight from the rows: prometheus_client's path makes a Sample and a label dict per
+row, then per sample sorts the labels, checks every name against a regex and escapes it.
+Here what does not change from one scrape to the next (a family's HELP and TYPE lines, its
+label names in the order they are written) is made once per family and kept; per row only
+the label values are escaped and the value formatted, the way prometheus_client does it.
+
+Only for names that are classic Prometheus names (every name this exporter exposes; a test
+checks it), which every escaping this is used for (underscores, allow-utf-8) leaves as they
+are; exporter.web.app sends other escapings to prometheus_client."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from functools import cache
+from typing import cast
+
+from prometheus_client import utils
+
+from exporter.families import AnyFamily, Histogram
+from exporter.summary import utf8_label
+
+# prometheus_client's own number formatting (Go's, as Prometheus writes numbers); untyped.
+_number = cast(Callable[[float], str], utils.floatToGoString)
+
+
+def write(families: Iterable[AnyFamily], *, openmetrics: bool) -> bytes:
+    """The families' lines, without OpenMetrics's closing `# EOF` (the caller appends what
+    follows them)."""
+    out: list[str] = []
+    for family in families:
+        out.append(_header(family.name, family.kind, family.documentation, openmetrics))
+        if isinstance(family, Histogram):
+            _histogram(family, out)
+            continue
+        sample = family.name + "_total" if family.kind == "counter" else family.name
+        if not family.labels:
+            out.extend(f"{sample} {_number(value)}\n" for _, value in family.rows)
+            continue
+        keys = _sorted_keys(family.labels)
+        for values, value in family.rows:
+            labels = ",".join([f'{key}"{_escape(values[i])}"' for key, i in keys])
+            out.append(f"{sample}{{{labels}}} {_number(value)}\n")
+    text = "".join(out)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Only label values can hold lone surrogates (names, help and numbers are ours):
+        # U+FFFD for each, as prometheus_client's families get them (collector.to_metric).
+        return utf8_label(text).encode("utf-8")
+
+
+def _histogram(family: Histogram, out: list[str]) -> None:
+    # prometheus_client's HistogramMetricFamily.add_metric: each bucket with `le` among the
+    # labels, then _count (the +Inf bucket) and _sum, unless a bucket bound is negative.
+    name = family.name
+    with_le = _sorted_keys((*family.labels, "le"))
+    keys = _sorted_keys(family.labels)
+    for values, buckets, total in family.rows:
+        escaped = [_escape(v) for v in values]
+        for bound, count in buckets:
+            labels = ",".join([
+                f'{key}"{escaped[i] if i < len(escaped) else _escape(bound)}"'
+                for key, i in with_le
+            ])
+            out.append(f"{name}_bucket{{{labels}}} {_number(count)}\n")
+        if float(buckets[0][0]) >= 0:
+            labels = ",".join([f'{key}"{escaped[i]}"' for key, i in keys])
+            braces = f"{{{labels}}}" if labels else ""
+            out.append(f"{name}_count{braces} {_number(buckets[-1][1])}\n")
+            out.append(f"{name}_sum{braces} {_number(total)}\n")
+
+
+def _escape(value: str) -> str:
+    """A label value, escaped as prometheus_client's encoders do (both formats)."""
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+@cache
+def _sorted_keys(labels: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    """Each label's `name=` and its position among the values, in the order prometheus_client
+    writes them (sorted by name)."""
+    return tuple((f"{name}=", i) for i, name in sorted(enumerate(labels), key=lambda p: p[1]))
+
+
+@cache
+def _header(name: str, kind: str, documentation: str, openmetrics: bool) -> str:
+    if openmetrics:
+        # OpenMetrics escapes the help text like a label value.
+        return f"# HELP {name} {_escape(documentation)}\n# TYPE {name} {kind}\n"
+    # The text format names a counter with its _total, and escapes no double quote.
+    shown = name + "_total" if kind == "counter" else name
+    help_text = documentation.replace("\\", r"\\").replace("\n", r"\n")
+    return f"# HELP {shown} {help_text}\n# TYPE {shown} {kind}\n"
