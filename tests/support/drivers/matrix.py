@@ -236,6 +236,9 @@ def _observe(runs: list[Run], servers: list[Server], exporter: ExporterProcess) 
         assert now < deadline, [(run.name, run.gone_at, run.result) for run in runs]
         metrics = exporter.scrape()
         waiting = {id(run.server) for run in runs if run.gone_at is None}
+        # A session is judged gone only by a processlist read after its ready line came: one
+        # opened while the servers were being listed is not in their lists yet.
+        listed_at = time.monotonic()
         live = {id(server): {row[0] for row in server.execute("SHOW PROCESSLIST")}
                 for server in servers if id(server) in waiting}
         for run in runs:
@@ -251,7 +254,8 @@ def _observe(runs: list[Run], servers: list[Server], exporter: ExporterProcess) 
             if run.query_at is None:
                 if run.label is not None:
                     run.snapshots.append(_states(metrics, run.target, label))
-                if run.gone_at is None and run.session_id not in live[id(run.server)]:
+                if (run.gone_at is None and run.ready_at < listed_at
+                        and run.session_id not in live[id(run.server)]):
                     run.gone_at = now
                 assert now - run.ready_at < run.wait_timeout + 15, (
                     f"{run.name}: its session never left the server")
