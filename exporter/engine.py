@@ -291,9 +291,7 @@ class Engine:
                 watched, "server read timed out")
         dump = self._dumped(reading, seconds)
         if isinstance(outcome, Exception):
-            watched.bugs += 1
-            self._log_once(target.name, outcome)
-            return dump, self._stand_in(watched, f"internal error: {type(outcome).__name__}")
+            return dump, self._bug(watched, outcome)
         watched.state = outcome.state
         return dump, outcome
 
@@ -358,10 +356,8 @@ class Engine:
             outcome = await asyncio.wait_for(asyncio.shield(trip), patience.remaining())
         except TimeoutError:
             return self._stand_in(watched, "server read timed out")
-        except Exception as error:  # a bug: reported, counted, and the last state kept
-            watched.bugs += 1
-            self._log_once(target.name, error)
-            return self._stand_in(watched, f"internal error: {type(error).__name__}")
+        except Exception as error:
+            return self._bug(watched, error)
         watched.state = outcome.state
         return outcome
 
@@ -370,12 +366,17 @@ class Engine:
     ) -> TargetOutcome:
         try:
             outcome = step(*args)
-        except Exception as error:  # a bug, as in _trip
-            watched.bugs += 1
-            self._log_once(watched.target.name, error)
-            return self._stand_in(watched, f"internal error: {type(error).__name__}")
+        except Exception as error:
+            return self._bug(watched, error)
         watched.state = outcome.state
         return outcome
+
+    def _bug(self, watched: _Watched, error: Exception) -> TargetOutcome:
+        """A target's collection that failed from a bug: reported, counted, and the last
+        state kept."""
+        watched.bugs += 1
+        self._log_once(watched.target.name, error)
+        return self._stand_in(watched, f"internal error: {type(error).__name__}")
 
     def _log_once(self, where: str, error: Exception) -> None:
         """The traceback of a bug, once per place: a bug must be findable, not pass for a
