@@ -22,6 +22,7 @@ from exporter.families import AnyFamily, Counter, Gauge, Histogram
 from exporter.model import (
     ALL_STATES,
     Classified,
+    Session,
     Snapshot,
     TargetReport,
     TargetSnapshot,
@@ -66,6 +67,13 @@ def _place_values(item: Classified) -> list[str]:
     return ["", ""] if place is None else [place.pod, place.container]
 
 
+def _session_labels(target: str, item: Classified, session: Session) -> list[str]:
+    """The leading labels of a per-session series: target, process, pid, session_id."""
+    pid = item.socket.pid
+    return [target, utf8_label(item.socket.process), "" if pid is None else str(pid),
+            str(session.id)]
+
+
 class SnapshotCollector(Collector):
     """A prometheus_client collector over one immutable snapshot."""
 
@@ -81,6 +89,10 @@ class SnapshotCollector(Collector):
         self._render_seconds = render_seconds
         # Node mode: socket-side series say where the socket lives.
         self._place = PLACE_LABELS if snapshot.node else []
+
+    def _item_place(self, item: Classified) -> list[str]:
+        """A per-session series' place labels: pod and container in node mode."""
+        return _place_values(item) if self._place else []
 
     def collect(self) -> Iterator[Metric]:
         """The families as prometheus_client's, for its registries and encoders."""
@@ -243,15 +255,8 @@ class SnapshotCollector(Collector):
             for item in summary.riskiest:
                 assert item.session is not None and item.headroom_seconds is not None
                 per_session.add_metric(
-                    [
-                        t.target,
-                        utf8_label(item.socket.process),
-                        "" if item.socket.pid is None else str(item.socket.pid),
-                        str(item.session.id),
-                        item.session.user,
-                        item.session.db or "",
-                        *(_place_values(item) if self._place else ()),
-                    ],
+                    [*_session_labels(t.target, item, item.session), item.session.user,
+                     item.session.db or "", *self._item_place(item)],
                     item.headroom_seconds,
                 )
         yield minimum
@@ -359,10 +364,8 @@ class SnapshotCollector(Collector):
                 session = item.session
                 assert session is not None and session.transaction_seconds is not None
                 per_session.add_metric(
-                    [report.snapshot.target, utf8_label(item.socket.process),
-                     "" if item.socket.pid is None else str(item.socket.pid),
-                     str(session.id), session.user, session.db or "",
-                     *(_place_values(item) if self._place else ())],
+                    [*_session_labels(report.snapshot.target, item, session), session.user,
+                     session.db or "", *self._item_place(item)],
                     session.transaction_seconds,
                 )
         yield from (count, oldest, idle, locked, modified, per_session)
@@ -401,10 +404,8 @@ class SnapshotCollector(Collector):
                 if item.session is None or item.timeout_kind is None:
                     continue
                 per_session.add_metric(
-                    [report.snapshot.target, utf8_label(item.socket.process),
-                     "" if item.socket.pid is None else str(item.socket.pid),
-                     str(item.session.id), item.timeout_kind.value,
-                     *(_place_values(item) if self._place else ())],
+                    [*_session_labels(report.snapshot.target, item, item.session),
+                     item.timeout_kind.value, *self._item_place(item)],
                     item.timeout_seconds or 0.0,
                 )
         yield from (by_limit, per_session, late)

@@ -120,11 +120,13 @@ def summarise(target: TargetSnapshot, top: int) -> TargetSummary:
         },
         riskiest=tuple(riskiest),
         transactions=tuple(heapq.nsmallest(
-            top, in_transaction, key=lambda item: (-_trx_age(item), item.socket.local))),
+            top, in_transaction, key=lambda item: (-transaction_age(item), item.socket.local))),
     )
 
 
-def _trx_age(item: Classified) -> float:
+def transaction_age(item: Classified) -> float:
+    """The age of the open transaction of an idle session inside one (the order of
+    TargetSummary.transactions: oldest first)."""
     session = item.session
     assert session is not None and session.transaction_seconds is not None
     return session.transaction_seconds

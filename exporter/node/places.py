@@ -32,7 +32,7 @@ from exporter.model import (
     TargetSummary,
 )
 from exporter.planner import live_connections
-from exporter.summary import summarise
+from exporter.summary import summarise, transaction_age
 from exporter.timeouts import Outlived
 
 Key = TypeVar("Key", bound=Hashable)
@@ -131,10 +131,6 @@ def _summed(pairs: Iterable[Iterable[tuple[str, int]]]) -> dict[str, int]:
     return totals
 
 
-def _transaction_age(item: Classified) -> float:
-    session = item.session
-    return session.transaction_seconds or 0.0 if session is not None else 0.0
-
 
 def merge_summaries(summaries: Iterable[TargetSummary], top: int) -> TargetSummary:
     """The target's summary across places: per process, and the `top` riskiest sessions
@@ -156,7 +152,7 @@ def merge_summaries(summaries: Iterable[TargetSummary], top: int) -> TargetSumma
         )),
         # As exporter.summary orders them: the oldest transactions first.
         transactions=tuple(heapq.nsmallest(
-            top, transactions, key=lambda item: (-_transaction_age(item), item.socket.local),
+            top, transactions, key=lambda item: (-transaction_age(item), item.socket.local),
         )),
     )
 
