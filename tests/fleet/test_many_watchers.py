@@ -17,6 +17,7 @@ any watcher sent can be read back with the rows it returned and the account that
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +33,7 @@ from tests.support.netns import (
     NsWorker,
     server_in_namespace,
 )
-from tests.support.scrapes import PASSWORD_ENV, states, summary
+from tests.support.scrapes import PASSWORD_ENV, states, summary, wait_for
 from tests.support.servers import TestServer, server_class
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]
@@ -168,16 +169,8 @@ def _stop_what_the_test_started(fleet: Fleet) -> Iterator[None]:
     fleet.close_down_to(mark)
 
 
-def scrape_until(exporter: NsExporterProcess, predicate: Callable[[Metrics], bool], what: str,
-                 timeout: float = 15.0) -> Metrics:
-    deadline = time.monotonic() + timeout
-    while True:
-        metrics = exporter.scrape()
-        if predicate(metrics):
-            return metrics
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout}s: {what}; last scrape: {summary(metrics)}")
-        time.sleep(0.2)
+# The shared polling helper, at this module's pace and patience.
+scrape_until = functools.partial(wait_for, timeout=15.0, interval=0.2)
 
 
 def reads_total(metrics: Metrics, target: str) -> float:

@@ -19,9 +19,9 @@ hostPID does) and:
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +37,7 @@ from tests.support.netns import (
     NsWorker,
     server_in_namespace,
 )
-from tests.support.scrapes import PASSWORD_ENV, create_users, summary
+from tests.support.scrapes import PASSWORD_ENV, create_users, wait_for
 from tests.support.servers import TestServer, server_class
 from tests.support.waiting import until
 
@@ -141,16 +141,8 @@ def by_pod(metrics: Metrics, target: str, process: str | None = None
     return pods
 
 
-def scrape_until(exporter: NsExporterProcess, predicate: Callable[[Metrics], bool], what: str,
-                 timeout: float = 20.0) -> Metrics:
-    deadline = time.monotonic() + timeout
-    while True:
-        metrics = exporter.scrape()
-        if predicate(metrics):
-            return metrics
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout}s: {what}; last scrape: {summary(metrics)}")
-        time.sleep(0.2)
+# The shared polling helper, at this module's pace and patience.
+scrape_until = functools.partial(wait_for, timeout=20.0, interval=0.2)
 
 
 def status_field(pid: int, name: str) -> str:
