@@ -326,6 +326,15 @@ def start_reaper(db: ThrowawayServer) -> subprocess.Popen[bytes]:
     )
 
 
+def stop_reaper(reaper: subprocess.Popen[bytes] | None) -> None:
+    """Close the reaper's stdin (it then stops the server if that still runs and removes its
+    directory) and wait for it."""
+    if reaper is not None:
+        assert reaper.stdin is not None
+        reaper.stdin.close()
+        reaper.wait(timeout=30)
+
+
 class Status:
     """Server counters read from a separate connection, less what the reading costs."""
 
@@ -798,10 +807,7 @@ class Bench:
             self.status.close()
         if self.db is not None:
             self.db.destroy()
-        if self.reaper is not None:
-            assert self.reaper.stdin is not None
-            self.reaper.stdin.close()
-            self.reaper.wait(timeout=30)
+        stop_reaper(self.reaper)
         if not self.args.keep_logs:
             shutil.rmtree(self.logdir, ignore_errors=True)
 

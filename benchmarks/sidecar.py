@@ -52,6 +52,7 @@ from benchmarks.scale import (
     rss,
     server_args,
     start_reaper,
+    stop_reaper,
     wait_http,
 )
 from exporter.throwaway import FLAVORS, ThrowawayServer, free_port
@@ -424,10 +425,7 @@ class Bench:
             self.statements.close()
         if self.db is not None:
             self.db.destroy()
-        if self.reaper is not None:
-            assert self.reaper.stdin is not None
-            self.reaper.stdin.close()
-            self.reaper.wait(timeout=30)
+        stop_reaper(self.reaper)
         if not self.args.keep_logs:
             shutil.rmtree(self.logdir, ignore_errors=True)
 
