@@ -181,26 +181,10 @@ def _tcp_inuse() -> int:
 
 
 def _channel_in(netns_path: str) -> Any:
-    """A sock_diag socket opened inside the namespace at ``netns_path``."""
-    import ctypes
-    import threading
-
+    """A sock_diag socket opened inside the namespace at ``netns_path`` (it stays there)."""
     from exporter.sockets import netlink
 
-    out: dict[str, Any] = {}
-
-    def run() -> None:
-        fd = os.open(netns_path, os.O_RDONLY)
-        try:
-            ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000)
-        finally:
-            os.close(fd)
-        out["channel"] = netlink.open_channel()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    return out["channel"]
+    return _in(netns_path, netlink.open_channel)
 
 
 def dump_cost(extra_connections: int, buckets: int, dumps: int) -> dict[str, Any]:
