@@ -19,13 +19,13 @@ import pytest
 
 from tests.support.exporter_process import Worker
 from tests.support.mariadb import ThrowawayMariaDB, free_port
+from tests.support.scrapes import PASSWORD_ENV
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.mariadb
 
 WAIT_TIMEOUT = 8
 HEADROOM = 4
-PASSWORD_ENV = "MYSQL_IDLE_EXPORTER_PASSWORD"
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,10 @@ from typing import Any
 import pymysql
 import pytest
 
-from tests.support.canary import PASSWORD_ENV, alive, exporter_for
+from tests.support.canary import alive, exporter_for
 from tests.support.exporter_process import ExporterProcess, Metrics, Worker, parse
 from tests.support.mariadb import MariaDBFactory, ThrowawayMariaDB
-from tests.support.scrapes import states, summary
+from tests.support.scrapes import PASSWORD_ENV, states, summary
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.mariadb

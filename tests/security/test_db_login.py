@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from exporter.sessions.connection import NEEDS_TLS_OR_RSA
-from tests.support.canary import PASSWORD_ENV, write_my_cnf
+from tests.support.canary import write_my_cnf
 from tests.support.exporter_process import ExporterProcess, Metrics
 from tests.support.mysql import ThrowawayMySQL
-from tests.support.scrapes import kill_sessions, session_ids, wait_for
+from tests.support.scrapes import PASSWORD_ENV, kill_sessions, session_ids, wait_for
 from tests.support.servers import start_server
 
 pytestmark = pytest.mark.mysql

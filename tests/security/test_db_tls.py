@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.canary import PASSWORD_ENV, alive, exporter_for, write_my_cnf
+from tests.support.canary import alive, exporter_for, write_my_cnf
 from tests.support.exporter_process import ExporterProcess
-from tests.support.scrapes import wait_for
+from tests.support.scrapes import PASSWORD_ENV, wait_for
 from tests.support.servers import ServerFactory, TestServer, server_class
 
 USER = "tls_exporter"

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.support.canary import PASSWORD_ENV, alive, exporter_for
+from tests.support.canary import alive, exporter_for
 from tests.support.exporter_process import ExporterProcess, Metrics, Worker
-from tests.support.scrapes import states, summary, wait_for
+from tests.support.scrapes import PASSWORD_ENV, states, summary, wait_for
 from tests.support.servers import ServerFactory, TestServer
 
 APP = "grant-app"

@@ -35,7 +35,6 @@ from tests.support.builders import soon
 from tests.support.canary import (
     CANARY,
     OPENMETRICS,
-    PASSWORD_ENV,
     alive,
     exporter_for,
     find_leaks,
@@ -44,7 +43,7 @@ from tests.support.canary import (
     write_my_cnf,
 )
 from tests.support.exporter_process import ExporterProcess, Metrics, Worker
-from tests.support.scrapes import wait_for
+from tests.support.scrapes import PASSWORD_ENV, wait_for
 from tests.support.servers import ServerFactory, TestServer, server_class
 
 USER = "canary_user"

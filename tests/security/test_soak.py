@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.support.canary import (
-    PASSWORD_ENV,
     ProcessSample,
     alive,
     exporter_for,
@@ -35,7 +34,7 @@ from tests.support.canary import (
 )
 from tests.support.exporter_process import ExporterProcess, Metrics, parse
 from tests.support.mariadb import MariaDBFactory, ThrowawayMariaDB
-from tests.support.scrapes import states, summary
+from tests.support.scrapes import PASSWORD_ENV, states, summary
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.soak, pytest.mark.timeout(400)]
 

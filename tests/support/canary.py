@@ -12,7 +12,6 @@ from pathlib import Path
 
 from tests.support.exporter_process import ExporterProcess
 
-PASSWORD_ENV = "MYSQL_IDLE_EXPORTER_PASSWORD"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 # Distinctive, and full of characters that quoting, escaping and encoding change.
 CANARY = "Canary-Pw-7f3e!\"'\\"

@@ -8,8 +8,7 @@ import pytest
 from exporter.cli import password_warning
 from exporter.config import parse_config
 from tests.support.exporter_process import ExporterProcess
-
-PASSWORD_ENV = "MYSQL_IDLE_EXPORTER_PASSWORD"
+from tests.support.scrapes import PASSWORD_ENV
 
 
 @pytest.mark.parametrize(
