@@ -10,8 +10,6 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,6 +21,7 @@ from exporter.sockets import netlink
 from exporter.sockets.kernel import KernelSocket
 from exporter.sockets.procnet import read_proc_net_tcp
 from tests.support.builders import soon
+from tests.support.loopback import inode_of, loopback
 
 # --- an independent message builder, from the C declarations via ctypes -------------
 
@@ -437,50 +436,6 @@ def test_all_families_request_layout() -> None:
 # Other processes on this host may hold sockets whose remote port happens to equal one
 # of our listeners' ports (a client of theirs bound the same number on another address),
 # so the checks below look at this test's own sockets, and at the filter on all rows.
-
-
-class Loopback:
-    """Listeners and connections on loopback, all closed by the ExitStack."""
-
-    def __init__(self, stack: ExitStack) -> None:
-        self.stack = stack
-
-    def listen(self, family: int = socket.AF_INET, host: str = "127.0.0.1") -> int:
-        listener = self.stack.enter_context(socket.socket(family, socket.SOCK_STREAM))
-        listener.bind((host, 0))
-        listener.listen(64)
-        self.listener_by_port[listener.getsockname()[1]] = listener
-        return int(listener.getsockname()[1])
-
-    listener_by_port: dict[int, socket.socket]
-
-    def connect(
-        self,
-        port: int,
-        host: str = "127.0.0.1",
-        family: int = socket.AF_INET,
-        keepalive: bool = False,
-    ) -> tuple[socket.socket, socket.socket]:
-        client = self.stack.enter_context(socket.socket(family, socket.SOCK_STREAM))
-        if keepalive:
-            client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        client.settimeout(2)
-        client.connect((host, port))
-        server, _ = self.listener_by_port[port].accept()
-        self.stack.enter_context(server)
-        return client, server
-
-
-@contextmanager
-def loopback() -> Iterator[Loopback]:
-    with ExitStack() as stack:
-        net = Loopback(stack)
-        net.listener_by_port = {}
-        yield net
-
-
-def inode_of(sock: socket.socket) -> int:
-    return os.fstat(sock.fileno()).st_ino
 
 
 def own_tcp_info(sock: socket.socket) -> TcpInfoHead:
