@@ -34,6 +34,7 @@ from exporter.resolver import AddressBook
 from exporter.sessions.credentials import PASSWORD_ENV, ConfigError, load_credentials
 from exporter.sessions.reader import SessionReader
 from exporter.sessions.source import SessionSource
+from exporter.sockets.lookup import KnownSockets
 from exporter.sockets.reader import SocketReader
 from exporter.target import Target
 from exporter.timeouts import EXPORTER_COMM
@@ -130,6 +131,7 @@ def build_exporter(
             source=config.sockets_source,
             proc_root=config.proc_path,
             clock=clock,
+            netlink_dump=KnownSockets(config.sockets_dump_interval, clock=clock),
         )
     sources = _session_sources(config, environ)
     targets = [

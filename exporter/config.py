@@ -68,6 +68,8 @@ class Config:
     fleet_fresh_interval: float = DEFAULT_FRESH_INTERVAL_SECONDS
     # "local": this network namespace's sockets; "node": every namespace's (exporter.node).
     mode: Mode = "local"
+    # Longest time between two dumps of the whole TCP table (exporter.sockets.lookup).
+    sockets_dump_interval: float = 60.0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -266,6 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
         "falling back to /proc)",
     )
     host.add_argument(
+        "--sockets.dump-interval",
+        dest="sockets_dump_interval",
+        type=_seconds,
+        default=60.0,
+        metavar="DURATION",
+        help="with netlink, dump the kernel's whole TCP table at least this often; between "
+        "dumps, while no TCP connection is opened from this network namespace, the sockets "
+        "already known are looked up one by one, which costs the kernel far less (0: dump "
+        "on every scrape; node mode always dumps) (default 60s)",
+    )
+    host.add_argument(
         "--path.procfs",
         dest="proc_path",
         default="/proc",
@@ -426,6 +439,7 @@ def parse_config_args(
         fleet_user=args.fleet_user,
         fleet_fresh_interval=args.fleet_fresh_interval,
         mode=args.mode,
+        sockets_dump_interval=args.sockets_dump_interval,
     )
     return config, args
 

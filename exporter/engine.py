@@ -162,7 +162,7 @@ class Engine:
     def close(self) -> None:
         for watched in self._watched:
             watched.target.sessions.close()
-        close_sockets = getattr(self._sockets, "close", None)  # node mode's namespaces
+        close_sockets = getattr(self._sockets, "close", None)  # netlink channels
         if close_sockets is not None:
             close_sockets()
         self._pool.shutdown(wait=False, cancel_futures=True)

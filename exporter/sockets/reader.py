@@ -142,6 +142,12 @@ class SocketReader:
         self._last_at = memory.seen_at
         self._gone = {sock.inode: (sock, owner, at) for sock, owner, at in memory.gone}
 
+    def close(self) -> None:
+        """Closes what the dump keeps open (exporter.sockets.lookup's channel)."""
+        close_dump = getattr(self._dump, "close", None)
+        if close_dump is not None:
+            close_dump()
+
     def _list(self, deadline: Deadline) -> tuple[list[KernelSocket], str]:
         if self._use_netlink:
             try:

@@ -105,6 +105,8 @@ def test_durations(value: str, seconds: float) -> None:
         (["--fleet.fresh-interval=often"], "not a duration"),
         (["--fleet.fresh-interval=-1s"], "non-negative"),
         (["--fleet.fresh-interval=inf"], "finite"),
+        (["--sockets.dump-interval=-1m"], "non-negative"),
+        (["--sockets.dump-interval=often"], "not a duration"),
         (["--fleet.serve", "--fleet.fresh-interval=10s"], "shorter than --web.scrape-timeout"),
         (["--fleet.serve", "--web.scrape-timeout=1s"], r"fresh-interval \(1s\) must be shorter"),
     ],
@@ -166,6 +168,7 @@ def test_help_lists_the_contract_flags() -> None:
         "--fleet.allow-unauthenticated",
         "--web.read-header-timeout",
         "--web.max-connections",
+        "--sockets.dump-interval",
     ):
         assert flag in result.stdout
     # What a hostile header is turned into, and what the target label is.
