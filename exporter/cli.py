@@ -26,8 +26,6 @@ from exporter.engine import Engine
 from exporter.fleet import FLEET_PASSWORD_ENV, FLEET_PATH
 from exporter.logs import setup_logging
 from exporter.model import Settings
-from exporter.node import privileges
-from exporter.node.reader import NodeSocketReader
 from exporter.persistence import SavedState, StateKeeper
 from exporter.planner import ReadPolicy
 from exporter.resolver import AddressBook
@@ -44,8 +42,10 @@ from exporter.web.listener import Listener, ListenLimits, raise_fd_limit
 
 if TYPE_CHECKING:
     # Imported where the flags ask for them: an exporter with default flags never loads
-    # fleet mode or the web config watcher (resident memory, see benchmarks/README.md).
+    # fleet mode, node mode or the web config watcher (resident memory, see
+    # benchmarks/README.md).
     from exporter.fleet.server import FleetServer
+    from exporter.node.reader import NodeSocketReader
 
 log = logging.getLogger("exporter")
 
@@ -119,6 +119,10 @@ def build_exporter(
     """Everything a running exporter needs, from validated flags. Raises UsageError."""
     sockets: SocketReader | NodeSocketReader
     if config.mode == "node":
+        # Loaded only here: a sidecar does without them (ctypes among them, 0.7 MiB).
+        from exporter.node import privileges
+        from exporter.node.reader import NodeSocketReader
+
         refused = privileges.check(config.proc_path)
         if refused is not None:
             raise UsageError(refused)

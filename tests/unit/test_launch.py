@@ -47,3 +47,32 @@ def test_aiohttp_client_context_loads_no_certificates_and_the_rest_is_unchanged(
     assert result["env"] == cert_file  # put back as it was, or left unset
     assert result["aiohttp_client_cas"] == 0  # the 1.8-2 MiB not loaded
     assert isinstance(result["later_default_cas"], int) and result["later_default_cas"] > 0
+
+
+# Modules a sidecar with default flags must not load (resident memory, benchmarks/README.md):
+# node mode (ctypes with it), fleet mode, the web config's watcher.
+NOT_FOR_A_SIDECAR = ("ctypes", "exporter.node.namespaces", "exporter.node.reader",
+                     "exporter.node.privileges", "exporter.fleet.server",
+                     "exporter.sessions.fleet_client", "exporter.web.reload")
+LOADED = """
+import json, sys
+from exporter.launch import import_aiohttp_server_only
+import_aiohttp_server_only()
+from exporter.cli import build_exporter
+from exporter.config import parse_config
+exporter = build_exporter(parse_config(sys.argv[1:]), {"MYSQL_IDLE_EXPORTER_PASSWORD": "pw"})
+exporter.close()
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def loaded_modules(*flags: str) -> set[str]:
+    done = subprocess.run([sys.executable, "-c", LOADED, "--mysql.user=u", *flags],
+                          capture_output=True, text=True, check=True, timeout=60)
+    return set(json.loads(done.stdout))
+
+
+def test_a_sidecar_loads_no_mode_it_does_not_use() -> None:
+    assert not loaded_modules() & set(NOT_FOR_A_SIDECAR)
+    # The probe can see them: node mode loads its own.
+    assert {"exporter.node.namespaces", "ctypes"} <= loaded_modules("--mode=node")
