@@ -25,7 +25,23 @@ from exporter.families import AnyFamily, Histogram
 from exporter.summary import utf8_label
 
 # prometheus_client's own number formatting (Go's, as Prometheus writes numbers); untyped.
-_number = cast(Callable[[float], str], utils.floatToGoString)
+_go_number = cast(Callable[[float], str], utils.floatToGoString)
+# Its answers, by value: a sidecar's body repeats the same few dozen numbers (bucket
+# counts, settings, totals) at every scrape, and floatToGoString is a Python function.
+_NUMBERS: dict[float, str] = {}
+_NUMBERS_KEPT = 4096
+
+
+def _number(value: float) -> str:
+    text = _NUMBERS.get(value)
+    if text is None:
+        text = _go_number(value)
+        # Zero is not kept (0.0 and -0.0 are one key but two texts), nor NaN (never equal).
+        if value and value == value:
+            if len(_NUMBERS) >= _NUMBERS_KEPT:
+                _NUMBERS.clear()
+            _NUMBERS[value] = text
+    return text
 
 
 def write(families: Iterable[AnyFamily], *, openmetrics: bool) -> bytes:
@@ -57,17 +73,19 @@ def write(families: Iterable[AnyFamily], *, openmetrics: bool) -> bytes:
 def _histogram(family: Histogram, out: list[str]) -> None:
     # prometheus_client's HistogramMetricFamily.add_metric: each bucket with `le` among the
     # labels, then _count (the +Inf bucket) and _sum, unless a bucket bound is negative.
+    # Labels are written sorted by name, `le` among them: each row's labels before and
+    # after `le` are joined once, and each bucket line puts its bound between them.
     name = family.name
     with_le = _sorted_keys((*family.labels, "le"))
+    at = [i for _key, i in with_le].index(len(family.labels))
     keys = _sorted_keys(family.labels)
+    bucket = name + "_bucket{"
     for values, buckets, total in family.rows:
         escaped = [_escape(v) for v in values]
-        for bound, count in buckets:
-            labels = ",".join([
-                f'{key}"{escaped[i] if i < len(escaped) else _escape(bound)}"'
-                for key, i in with_le
-            ])
-            out.append(f"{name}_bucket{{{labels}}} {_number(count)}\n")
+        before = "".join([f'{key}"{escaped[i]}",' for key, i in with_le[:at]])
+        after = "".join([f',{key}"{escaped[i]}"' for key, i in with_le[at + 1:]])
+        out.extend([f'{bucket}{before}le="{_escape(bound)}"{after}}} {_number(count)}\n'
+                    for bound, count in buckets])
         if float(buckets[0][0]) >= 0:
             labels = ",".join([f'{key}"{escaped[i]}"' for key, i in keys])
             braces = f"{{{labels}}}" if labels else ""

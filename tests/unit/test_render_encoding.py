@@ -10,7 +10,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.utils import floatToGoString
 
+from exporter import exposition
 from exporter.collector import SnapshotCollector
 from exporter.correlate import Memory
 from exporter.model import (
@@ -172,3 +174,29 @@ def test_every_exposed_name_is_a_classic_prometheus_name(name: str) -> None:
         assert {"pod", "container"} <= label_names
     assert all(CLASSIC_NAME.match(n) for n in names | label_names), sorted(
         n for n in names | label_names if not CLASSIC_NAME.match(n))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [0.0, -0.0, 0.0, -0.0],
+        [-0.0, 0.0],
+        [1, 1.0, True, 1.0],
+        [float("nan"), float("nan")],
+        [float("inf"), float("-inf"), float("inf")],
+        [1e21, 1234567.0, 12345678.9, 1e-7, -3.5, 86400.0],
+    ],
+)
+def test_numbers_are_written_as_prometheus_client_writes_them_however_often(
+    values: list[float],
+) -> None:
+    exposition._NUMBERS.clear()
+    for value in values * 2:  # the second time from what the first one kept
+        assert exposition._number(value) == floatToGoString(value), value
+
+
+def test_the_numbers_kept_are_bounded() -> None:
+    exposition._NUMBERS.clear()
+    for n in range(1, exposition._NUMBERS_KEPT * 2):
+        assert exposition._number(n / 7) == floatToGoString(n / 7)
+    assert 0 < len(exposition._NUMBERS) <= exposition._NUMBERS_KEPT
