@@ -123,9 +123,15 @@ def exporter_python(choice: str) -> str:
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of the whole process (every thread, dead ones included)."""
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """utime and stime of the whole process: its own code, and the kernel's work for it
+    (a sock_diag dump's walk of the TCP table, syscalls)."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def cpu_ns(pid: int) -> int:
@@ -214,6 +220,7 @@ class Series:
     wall: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)  # per scrape, from schedstat
     cpu_total: float = 0.0  # /proc/PID/stat over the whole series
+    cpu_system: float = 0.0  # of which stime
     statements: int = 0
     statement_seconds: float = 0.0
     body_bytes: int = 0
@@ -225,6 +232,7 @@ class Series:
             "median_wall_ms": ms(statistics.median(self.wall)),
             "p90_wall_ms": ms(sorted(self.wall)[int(0.9 * (n - 1))]),
             "cpu_ms_per_scrape_stat": ms(self.cpu_total / n),
+            "system_cpu_ms_per_scrape_stat": ms(self.cpu_system / n),
             "median_cpu_ms_per_scrape_schedstat": ms(statistics.median(self.cpu)),
             "mean_cpu_ms_per_scrape_schedstat": ms(statistics.fmean(self.cpu)),
             "statements_per_scrape": round(self.statements / n, 3),
@@ -310,7 +318,7 @@ class Bench:
         series = {c.name: Series() for c in contenders}
         # The two exporters share a database user: their statement times are told apart
         # by measuring each one's on its own (the order rotates within a round only).
-        cpu_before = {c.name: cpu_seconds(c.proc.pid) for c in contenders}
+        cpu_before = {c.name: cpu_split(c.proc.pid) for c in contenders}
         for i in range(scrapes):
             shift = i % len(contenders)
             for contender in contenders[shift:] + contenders[:shift]:
@@ -320,7 +328,9 @@ class Bench:
                 s.cpu.append(cpu / 1e9)
                 s.body_bytes = len(body)
         for c in contenders:
-            series[c.name].cpu_total = cpu_seconds(c.proc.pid) - cpu_before[c.name]
+            (user, system), (user0, system0) = cpu_split(c.proc.pid), cpu_before[c.name]
+            series[c.name].cpu_total = user + system - user0 - system0
+            series[c.name].cpu_system = system - system0
         # Statement time: each contender alone, a tenth of the scrapes (at least 10).
         for c in contenders:
             alone = max(10, scrapes // 10)
@@ -500,13 +510,14 @@ def rss_breakdown(python: str) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = ["| other sessions | contender | CPU ms / scrape (stat) | CPU ms / scrape "
-             "(schedstat median) | median latency ms | statements / scrape | server "
-             "statement ms / scrape | RSS at start / steady MiB |", "|" + "---|" * 8]
+    lines = ["| other sessions | contender | CPU ms / scrape (stat) | of which system | CPU "
+             "ms / scrape (schedstat median) | median latency ms | statements / scrape | "
+             "server statement ms / scrape | RSS at start / steady MiB |", "|" + "---|" * 9]
     for level in result["levels"]:
         for name, s in level["burst"].items():
             lines.append("| " + " | ".join(str(v) for v in (
                 level["other_sessions"], name, s["cpu_ms_per_scrape_stat"],
+                s.get("system_cpu_ms_per_scrape_stat", "-"),
                 s["median_cpu_ms_per_scrape_schedstat"], s["median_wall_ms"],
                 s["statements_per_scrape"], s["server_statement_ms_per_scrape"],
                 f"{level['rss_mib_at_start'][name]} / {level['rss_mib_steady'][name]}",
