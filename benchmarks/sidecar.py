@@ -271,12 +271,22 @@ class Bench:
             f"GRANT SELECT ON performance_schema.* TO '{EXPORTER_USER}'@'%'",
             f"CREATE USER '{MYSQLD_USER}'@'%' IDENTIFIED BY '{MYSQLD_PASSWORD}'",
             f"GRANT PROCESS ON *.* TO '{MYSQLD_USER}'@'%'",
+            f"CREATE USER '{MYSQLD_USER}'@'localhost' IDENTIFIED BY '{MYSQLD_PASSWORD}'",
+            f"GRANT PROCESS ON *.* TO '{MYSQLD_USER}'@'localhost'",
         )
         (version,), = db.execute("SELECT VERSION()")
         self.info.update(server="MariaDB", server_version=version, performance_schema=True)
         self.my_cnf = self.logdir / "mysqld_exporter.cnf"
+        # mysqld_exporter runs beside the database, not in the application's network
+        # namespace: over TCP here, the connection it opens for every scrape would be a
+        # connection opened in the exporter's namespace, and the exporter would dump the
+        # kernel's whole table at each of its own scrapes (exporter.sockets.lookup).
+        where = (f"host=127.0.0.1\nport={db.port}\n" if self.args.mysqld_exporter_tcp
+                 else f"socket={db.socket_path}\n")
+        self.info["mysqld_exporter_connects_over"] = (
+            "tcp" if self.args.mysqld_exporter_tcp else "unix socket")
         self.my_cnf.write_text(f"[client]\nuser={MYSQLD_USER}\npassword={MYSQLD_PASSWORD}\n"
-                               f"host=127.0.0.1\nport={db.port}\n")
+                               + where)
         self.my_cnf.chmod(0o600)
         self.statements = StatementTime(db)
         # The application: its own sessions over TCP from this host.
@@ -600,6 +610,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="the exporter's interpreter: runtime (default: .tools/venv-runtime, "
                         "the package and its dependencies only, made on first use), current "
                         "(this one: the test venv, with cryptography), or a path")
+    parser.add_argument("--mysqld-exporter-tcp", action="store_true",
+                        help="mysqld_exporter connects over TCP from this host's network "
+                        "namespace (default: the server's unix socket; see README)")
     parser.add_argument("--profile", type=int, default=0, metavar="SCRAPES",
                         help="py-spy the default exporter over this many scrapes at the last "
                         "level (benchmarks/results/profile-sidecar-N.txt)")
