@@ -11,6 +11,7 @@ import struct
 import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import ExitStack
+from typing import Literal
 
 import psutil
 import pytest
@@ -21,6 +22,7 @@ from exporter.model import Endpoint, Socket, TcpState
 from exporter.sockets import netlink
 from exporter.sockets.appname import application_name
 from exporter.sockets.kernel import KernelSocket
+from exporter.sockets.lookup import KnownSockets
 from exporter.sockets.owners import OwnerMap
 from exporter.sockets.reader import Dump, SocketReader, SocketReading, Source
 from tests.support.builders import soon
@@ -96,12 +98,20 @@ def read_until(
         time.sleep(0.01)
 
 
-@pytest.mark.parametrize("source", ["auto", "proc"])
+@pytest.mark.parametrize("source", ["auto", "proc", "lookups"])
 def test_reset_socket_is_reported_gone_until_its_descriptor_is_closed(
-    connection: Connection, source: Source
+    connection: Connection, source: Source | Literal["lookups"]
 ) -> None:
     clock = FakeClock()
-    reader = SocketReader([connection.port], source=source, clock=clock)
+    known: KnownSockets | None = None
+    if source == "lookups":
+        # The exporter's own reader: known sockets looked up between dumps. No connection
+        # is opened (the counter stands still), so only the lookup can see the reset.
+        known = KnownSockets(60.0, clock=clock, opens=lambda: 7)
+        reader = SocketReader([connection.port], clock=clock, netlink_dump=known)
+        source = "auto"
+    else:
+        reader = SocketReader([connection.port], source=source, clock=clock)
     expected_source = "netlink" if source == "auto" else "proc"
 
     first = reader.read(soon())
@@ -120,6 +130,8 @@ def test_reset_socket_is_reported_gone_until_its_descriptor_is_closed(
     assert mine(second, connection.inode) == [
         connection.expected(state=TcpState.CLOSE, gone=True, idle_seconds=idle)
     ]
+    if known is not None:  # the lookup found the socket gone, and a dump followed
+        assert known.last_reason == "a known socket changed"
     # The kernel itself no longer lists it: only the reader's memory does.
     listed = netlink.dump_tcp([connection.port], soon())
     assert connection.inode not in {row.inode for row in listed}
@@ -127,6 +139,7 @@ def test_reset_socket_is_reported_gone_until_its_descriptor_is_closed(
     clock.now += 3
     [still] = mine(reader.read(soon()), connection.inode)
     assert still.gone and still.idle_seconds == (None if idle is None else idle + 3)
+    reader.close()
 
     # What the application would see on its next use: the reset.
     with pytest.raises(ConnectionResetError):
