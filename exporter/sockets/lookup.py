@@ -173,7 +173,8 @@ Dump = Callable[..., list[KernelSocket]]
 
 class KnownSockets:
     """A socket reader's dump (exporter.sockets.reader's ``netlink_dump``) that looks the
-    known sockets up instead of dumping when nothing says a socket was opened or closed.
+    known sockets up instead of dumping while no connection was opened and none of them
+    changed (the module's docstring says when it dumps).
 
     One read at a time (as the reader). Raises what netlink.dump_tcp raises."""
 
