@@ -455,21 +455,23 @@ def concurrent_scrapes(exporter: Exporter, count: int) -> dict[str, Any]:
     }
 
 
-def profile(exporter: Exporter, out: Path, scrapes: int) -> dict[str, Any]:
-    """py-spy (sampling, raw collapsed stacks) while `scrapes` scrapes run."""
+def record_profile(pid: int, scrape: Callable[[], object], scrapes: int, raw: Path, *,
+                   rate: int, gil: bool = False) -> str | None:
+    """py-spy's raw collapsed stacks of process `pid` into `raw` while `scrape` runs
+    `scrapes` times (with `gil`, only the thread holding the GIL is sampled). Returns why
+    it could not, or None."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
-        return {"error": "py-spy not installed (pip install py-spy)"}
-    raw = out.with_suffix(".txt")
+        return "py-spy not installed (.venv/bin/pip install py-spy)"
     spy = subprocess.Popen(
-        [py_spy, "record", "--pid", str(exporter.proc.pid), "--rate", "250", "--format", "raw",
-         "--threads", "-o", str(raw)],
+        [py_spy, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw",
+         "--threads", *(["--gil"] if gil else []), "-o", str(raw)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
         time.sleep(1.0)
         for _ in range(scrapes):
-            exporter.scrape()
+            scrape()
         time.sleep(0.3)
     finally:
         spy.send_signal(signal.SIGINT)
@@ -478,6 +480,15 @@ def profile(exporter: Exporter, out: Path, scrapes: int) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             spy.kill()
             spy.wait()
+    return None
+
+
+def profile(exporter: Exporter, out: Path, scrapes: int) -> dict[str, Any]:
+    """py-spy (sampling, raw collapsed stacks) while `scrapes` scrapes run."""
+    raw = out.with_suffix(".txt")
+    error = record_profile(exporter.proc.pid, exporter.scrape, scrapes, raw, rate=250)
+    if error is not None:
+        return {"error": error}
     return {"raw": str(raw.relative_to(REPO)), **summarise(raw)}
 
 

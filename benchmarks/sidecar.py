@@ -49,6 +49,7 @@ from benchmarks.scale import (
     log,
     machine,
     metric,
+    record_profile,
     rss,
     server_args,
     start_reaper,
@@ -453,26 +454,11 @@ class Bench:
 def profile(contender: Contender, scrapes: int, out: Path) -> dict[str, Any]:
     """py-spy over `scrapes` scrapes: raw collapsed stacks of the thread holding the GIL
     (Python work; the kernel's part of the socket dump, run without it, is not in them)."""
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(py_spy).exists():
-        return {"error": "py-spy not installed (.venv/bin/pip install py-spy)"}
     raw = out.with_suffix(".txt")
-    spy = subprocess.Popen(
-        [py_spy, "record", "--pid", str(contender.proc.pid), "--rate", "500", "--format",
-         "raw", "--threads", "--gil", "-o", str(raw)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(1.0)
-        for _ in range(scrapes):
-            contender.scrape()
-        time.sleep(0.3)
-    finally:
-        spy.send_signal(signal.SIGINT)
-        try:
-            spy.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-            spy.wait()
+    error = record_profile(contender.proc.pid, contender.scrape, scrapes, raw, rate=500,
+                           gil=True)
+    if error is not None:
+        return {"error": error}
     return {"raw": str(raw), **summarise(raw)}
 
 
