@@ -96,6 +96,12 @@ class Clock:
         return self.now
 
 
+def no_new_connections(clock: Clock | None = None) -> KnownSockets:
+    """KnownSockets (60 s between dumps) whose count of opened connections never moves:
+    only the lookups can tell what changed."""
+    return KnownSockets(60.0, clock=clock if clock is not None else Clock(), opens=lambda: 7)
+
+
 def rows_of(rows: list[KernelSocket], ours: set[int]) -> dict[int, KernelSocket]:
     return {row.inode: row for row in rows if row.inode in ours}
 
@@ -113,7 +119,7 @@ def test_a_quiet_namespace_is_looked_up_not_dumped_with_fresh_idle_times() -> No
         pairs.append(net.connect(port, "::ffff:127.0.0.1", socket.AF_INET6))
         ours = {inode_of(client) for client, _ in pairs}
         clock = Clock()
-        known = KnownSockets(60.0, clock=clock, opens=lambda: 7)
+        known = no_new_connections(clock)
         dumped = known([port, port6], soon())
         assert (known.dumps, known.lookups, known.last_reason) == (1, 0, "first")
         assert set(rows_of(dumped, ours)) == ours
@@ -140,7 +146,7 @@ def test_a_quiet_namespace_is_looked_up_not_dumped_with_fresh_idle_times() -> No
 def test_a_server_that_closes_is_seen_at_once_by_the_lookup() -> None:
     with loopback() as net:
         port, pairs = open_pairs(net, 2)
-        known = KnownSockets(60.0, clock=Clock(), opens=lambda: 7)
+        known = no_new_connections()
         known([port], soon())
         pairs[0][1].close()  # the server's end: the client's socket goes to CLOSE_WAIT
         deadline = time.monotonic() + 2
@@ -170,7 +176,7 @@ def test_a_known_socket_that_changed_identity_makes_a_dump(how: str) -> None:
     with loopback() as net:
         port, pairs = open_pairs(net, 2)
         # No connection is opened: only the lookup can tell.
-        known = KnownSockets(60.0, clock=Clock(), opens=lambda: 7)
+        known = no_new_connections()
         known([port], soon())
         client = pairs[0][0]
         inode = inode_of(client)
@@ -192,7 +198,7 @@ def test_a_connection_no_count_shows_is_found_by_the_dump_after_max_age() -> Non
     with loopback() as net:
         port, _ = open_pairs(net, 1)
         clock = Clock()
-        known = KnownSockets(60.0, clock=clock, opens=lambda: 7)
+        known = no_new_connections(clock)
         known([port], soon())
         client, _ = net.connect(port)
         assert inode_of(client) not in {row.inode for row in known([port], soon())}
@@ -206,7 +212,7 @@ def test_lookups_span_batches() -> None:
     with loopback() as net:
         port, pairs = open_pairs(net, lookup._BATCH * 2 + 3)
         ours = {inode_of(client) for client, _ in pairs}
-        known = KnownSockets(60.0, clock=Clock(), opens=lambda: 7)
+        known = no_new_connections()
         dumped = known([port], soon())
         looked = known([port], soon())
         assert known.lookups == 1
@@ -222,7 +228,7 @@ def test_no_counter_or_other_ports_or_interval_zero_dump_every_time() -> None:
         for known, ports in [
             (KnownSockets(60.0, clock=Clock(), opens=lambda: None), [[port], [port]]),
             (KnownSockets(0.0, clock=Clock()), [[port], [port]]),
-            (KnownSockets(60.0, clock=Clock(), opens=lambda: 7), [[port], [port, other]]),
+            (no_new_connections(), [[port], [port, other]]),
         ]:
             for asked in ports:
                 known(asked, soon())
@@ -238,7 +244,7 @@ def test_a_kernel_refusing_lookups_is_dumped_from_then_on(
 
     with loopback() as net:
         port, pairs = open_pairs(net, 1)
-        known = KnownSockets(60.0, clock=Clock(), opens=lambda: 7)
+        known = no_new_connections()
         known([port], soon())
         monkeypatch.setattr(lookup, "look_up", refuse)
         for _ in range(3):
@@ -250,7 +256,7 @@ def test_a_kernel_refusing_lookups_is_dumped_from_then_on(
 def test_a_lookup_past_its_deadline_fails_like_a_dump() -> None:
     with loopback() as net:
         port, _ = open_pairs(net, 1)
-        known = KnownSockets(60.0, clock=Clock(), opens=lambda: 7)
+        known = no_new_connections()
         known([port], soon())
         with pytest.raises(netlink.NetlinkError) as raised:
             known([port], soon(0))
