@@ -66,6 +66,30 @@ class Stop(Exception):
     """SIGTERM or SIGHUP: unwind like Ctrl-C, so every started process is stopped."""
 
 
+def stop_on_signals() -> None:
+    """SIGINT raises KeyboardInterrupt (even if the process started ignoring it), SIGTERM
+    and SIGHUP raise Stop: a benchmark unwinds and stops every process it started."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise Stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
+
+
+def run_header(module: str, argv: Sequence[str] | None,
+               args: argparse.Namespace) -> dict[str, Any]:
+    """What a benchmark's results begin with: when, the command, the machine, the knobs."""
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": f"python -m benchmarks.{module} " + " ".join(
+            sys.argv[1:] if argv is None else argv),
+        "machine": machine(),
+        "args": {k: v for k, v in vars(args).items() if k not in ("out", "keep_logs")},
+    }
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -986,21 +1010,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed")
 
-    def stop(signum: int, _frame: object) -> None:
-        raise Stop(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGHUP, stop)
+    stop_on_signals()
     started = time.perf_counter()
-    result: dict[str, Any] = {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": "python -m benchmarks.scale " + " ".join(
-            sys.argv[1:] if argv is None else argv),
-        "machine": machine(),
-        "args": {k: v for k, v in vars(args).items() if k not in ("out", "keep_logs")},
-        "runs": [],
-    }
+    result: dict[str, Any] = {**run_header("scale", argv, args), "runs": []}
     schemas = {"off": [False], "on": [True], "both": [False, True]}[args.performance_schema]
     for ps in schemas:
         bench = Bench(args, ps)

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import http.client
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -47,12 +45,13 @@ from benchmarks.scale import (
     Procs,
     Stop,
     log,
-    machine,
     metric,
     record_profile,
     rss,
+    run_header,
     server_args,
     start_reaper,
+    stop_on_signals,
     stop_reaper,
     wait_http,
 )
@@ -626,21 +625,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which(MYSQLD_EXPORTER) is None:
         raise SystemExit(f"{MYSQLD_EXPORTER} is not installed: run scripts/setup")
 
-    def stop(signum: int, _frame: object) -> None:
-        raise Stop(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGHUP, stop)
+    stop_on_signals()
     started = time.perf_counter()
-    result: dict[str, Any] = {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": "python -m benchmarks.sidecar " + " ".join(
-            sys.argv[1:] if argv is None else argv),
-        "machine": machine(),
-        "args": {k: v for k, v in vars(args).items() if k not in ("out", "keep_logs")},
-        "levels": [],
-    }
+    result: dict[str, Any] = {**run_header("sidecar", argv, args), "levels": []}
     bench = Bench(args)
     result["rss_breakdown"] = rss_breakdown(bench.python)
     try:
