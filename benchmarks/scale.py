@@ -118,12 +118,12 @@ class Proc:
 
     def __init__(self, name: str, argv: Sequence[str], logdir: Path, *,
                  env: dict[str, str] | None = None, stdin: int | None = None,
-                 stdout: int | None = None) -> None:
+                 stdout: int | None = None, cwd: Path = REPO) -> None:
         self.name = name
         self.log_path = logdir / f"{name}.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
         self.popen = subprocess.Popen(
-            list(argv), cwd=REPO, env={**os.environ, **(env or {})},
+            list(argv), cwd=cwd, env={**os.environ, **(env or {})},
             stdin=stdin, stdout=stdout if stdout is not None else self._log,
             stderr=self._log, text=True, start_new_session=True, preexec_fn=_child_setup,
         )
