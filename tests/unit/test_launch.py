@@ -50,10 +50,12 @@ def test_aiohttp_client_context_loads_no_certificates_and_the_rest_is_unchanged(
 
 
 # Modules a sidecar with default flags must not load (resident memory, benchmarks/README.md):
-# node mode (ctypes with it), fleet mode, the web config's watcher.
+# node mode (ctypes with it), fleet mode, the web config's watcher, and the status view and
+# page until someone asks for them (tests/unit/test_status_web.py asks).
 NOT_FOR_A_SIDECAR = ("ctypes", "exporter.node.namespaces", "exporter.node.reader",
                      "exporter.node.privileges", "exporter.fleet.server",
-                     "exporter.sessions.fleet_client", "exporter.web.reload")
+                     "exporter.sessions.fleet_client", "exporter.web.reload",
+                     "exporter.status", "exporter.advice", "exporter.web.status_page")
 LOADED = """
 import json, sys
 from exporter.launch import import_aiohttp_server_only

@@ -11,7 +11,7 @@ from exporter.drops import DropHistory
 from exporter.model import Snapshot
 from exporter.status import build_view, render_json
 from exporter.status_text import clean, render_text
-from exporter.web.status import render_page
+from exporter.web.status_page import render_page
 from tests.support.builders import NOW, SETTINGS, correlate_sockets, report, sess, sock, view
 from tests.support.golden import assert_golden
 from tests.support.status import HOSTILE, WALL, every_state_view
