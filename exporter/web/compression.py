@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
+import zlib
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -13,6 +13,28 @@ from aiohttp import web
 GZIP_LEVEL = 1
 # Below this a body fits in a packet or two anyway: compressing costs more than it saves.
 MIN_GZIP_BYTES = 1024
+# zlib's bounds for the window (2**bits bytes) and its default, the largest.
+MIN_WINDOW_BITS, MAX_WINDOW_BITS = 9, 15
+# zlib's default memLevel (its hash table and block buffer) for the largest window.
+MAX_MEM_LEVEL = 8
+
+
+def window_bits(size: int) -> int:
+    """The smallest deflate window that holds a body of ``size`` bytes whole (zlib's
+    largest, 32 KiB, above that). Every earlier byte of the body is then in reach of a
+    match, as in the largest window, but zlib sets up a quarter of the state for a
+    sidecar's 10 KB body: 0.05 against 0.09 ms per scrape (issue 17)."""
+    return max(MIN_WINDOW_BITS, min(MAX_WINDOW_BITS, (size - 1).bit_length()))
+
+
+def gzip_body(body: bytes) -> bytes:
+    """``body`` as a gzip member with mtime 0 (the same body compresses to the same
+    bytes), at GZIP_LEVEL, its window and hash table sized to the body."""
+    bits = window_bits(len(body))
+    # 16 + bits: a gzip header and trailer, not zlib's.
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + bits,
+                                  MAX_MEM_LEVEL - (MAX_WINDOW_BITS - bits))
+    return compressor.compress(body) + compressor.flush()
 
 
 def accepts_gzip(header: str | None) -> bool:
@@ -58,7 +80,6 @@ async def gzip_middleware(request: web.Request, handler: Handler) -> web.StreamR
     response.headers.add("Vary", "Accept-Encoding")
     if not accepts_gzip(request.headers.get("Accept-Encoding")):
         return response
-    # mtime=0: the same exposition compresses to the same bytes.
-    response.body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+    response.body = gzip_body(body)
     response.headers["Content-Encoding"] = "gzip"
     return response

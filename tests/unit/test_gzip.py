@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter.web.compression import accepts_gzip
+from exporter.web.compression import accepts_gzip, gzip_body, window_bits
 from tests.support.exporter_process import ExporterProcess, parse
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -81,3 +81,21 @@ def test_a_client_that_refuses_gzip_gets_plain_text(exporter: ExporterProcess) -
     headers, body = fetch(exporter, {"Accept-Encoding": "gzip;q=0, identity"})
     assert "Content-Encoding" not in headers
     assert body.startswith(b"# HELP")
+
+
+@pytest.mark.parametrize(
+    "size,bits",
+    [(1, 9), (512, 9), (513, 10), (10_513, 14), (16_384, 14), (16_385, 15), (32_768, 15),
+     (3_000_000, 15)],
+)
+def test_the_window_holds_the_whole_body_up_to_zlibs_largest(size: int, bits: int) -> None:
+    assert window_bits(size) == bits
+
+
+@pytest.mark.parametrize("size", [1, 1024, 10_513, 16_385, 200_000])
+def test_a_gzipped_body_is_one_gzip_member_with_mtime_zero(size: int) -> None:
+    body = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    packed = gzip_body(body)
+    assert gzip.decompress(packed) == body
+    assert packed[:4] == b"\x1f\x8b\x08\x00" and packed[4:8] == b"\x00\x00\x00\x00"  # mtime 0
+    assert gzip_body(body) == packed  # the same body, the same bytes
