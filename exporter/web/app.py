@@ -31,7 +31,7 @@ from exporter.config import MAX_SCRAPE_TIMEOUT_SECONDS
 from exporter.deadline import Deadline
 from exporter.drops import DropRecorder
 from exporter.engine import Engine
-from exporter.exposition import write
+from exporter.exposition import write, write_metrics
 from exporter.fleet import FLEET_PATH
 from exporter.model import Snapshot
 from exporter.web.auth import PasswordChecker, Verdict
@@ -128,8 +128,9 @@ def own_metrics(extra: Sequence[Collector] = ()) -> CollectorRegistry:
 
 class Exposition:
     """Writes the /metrics body: the snapshot's families straight from their rows
-    (exporter.exposition), then ``own`` (own_metrics) with prometheus_client's encoder.
-    Escapings that rename names (dots, values) get prometheus_client's encoder for the
+    (exporter.exposition.write), then what ``own`` (own_metrics) collects, straight too
+    (exporter.exposition.write_metrics) unless only prometheus_client's encoder can write
+    it. Escapings that rename names (dots, values) get prometheus_client's encoder for the
     whole body."""
 
     def __init__(self, own: CollectorRegistry) -> None:
@@ -148,9 +149,13 @@ class Exposition:
             registry.register(collector)
             registry.register(self._own)
             return encoder(registry), content_type
-        body = write(collector.families(), openmetrics=kind == OPENMETRICS)
-        # After the families, prometheus_client's own writing (OpenMetrics's `# EOF` too).
-        return body + encoder(self._own), content_type
+        openmetrics_body = kind == OPENMETRICS
+        body = write(collector.families(), openmetrics=openmetrics_body)
+        # After the families, the process's own metrics, as prometheus_client writes them.
+        own = write_metrics(self._own.collect(), openmetrics=openmetrics_body)
+        if own is None:  # something only prometheus_client writes (OpenMetrics's `# EOF` too)
+            return body + encoder(self._own), content_type
+        return body + own + (b"# EOF\n" if openmetrics_body else b""), content_type
 
 
 EXPOSITION_KEY = web.AppKey("exposition", Exposition)

@@ -9,7 +9,15 @@ import re
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter import exposition
@@ -26,7 +34,14 @@ from exporter.model import (
     TcpState,
 )
 from exporter.node.places import correlate_places
-from exporter.web.app import OPENMETRICS, TEXT, Exposition, direct_format, encoder_for
+from exporter.web.app import (
+    OPENMETRICS,
+    TEXT,
+    Exposition,
+    direct_format,
+    encoder_for,
+    own_metrics,
+)
 from tests.support.builders import NOW, correlate_sockets, report, sess, snapshot_of, sock, view
 
 # What Prometheus 2.x sends.
@@ -115,13 +130,102 @@ def own() -> CollectorRegistry:
     return registry
 
 
-def prometheus_client_body(snapshot: Snapshot, accept: str) -> tuple[bytes, str]:
+def prometheus_client_body(
+    snapshot: Snapshot, accept: str, own_registry: CollectorRegistry | None = None,
+) -> tuple[bytes, str]:
     """What prometheus_client writes for the same collectors, in the same order."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(snapshot, render_seconds=0.002))
-    PlatformCollector(registry=registry)
+    registry.register(own_registry if own_registry is not None else own())
     encoder, content_type = choose_encoder(accept)
     return encoder(registry), content_type
+
+
+class Fixed(Collector):
+    """Self metrics with values that do not move: the shapes prometheus_client's process,
+    platform and GC collectors make (counters and gauges, with labels and without), a
+    hostile help text and label value, and ``extra`` families."""
+
+    def __init__(self, *extra: Metric) -> None:
+        self.extra = extra
+
+    def collect(self) -> list[Metric]:
+        cpu = CounterMetricFamily("process_cpu_seconds", "Total user and system CPU time "
+                                  "spent in seconds.", value=1.25)
+        memory = GaugeMetricFamily("process_resident_memory_bytes", "Resident memory size "
+                                   "in bytes.", value=42_000_000.0)
+        collected = CounterMetricFamily("python_gc_objects_collected",
+                                        "Objects collected during gc", labels=["generation"])
+        for generation, count in (("0", 1447.0), ("1", 476.0), ("2", 13082.0)):
+            collected.add_metric([generation], count)
+        info = GaugeMetricFamily("python_info", HOSTILE, labels=["version", "implementation"])
+        info.add_metric([HOSTILE, "CPython"], 1.0)
+        return [cpu, memory, collected, info, *self.extra]
+
+
+def fixed_own(*extra: Metric) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Fixed(*extra))
+    return registry
+
+
+def histogram() -> Metric:
+    family = HistogramMetricFamily("web_seconds", "A histogram.", labels=["path"])
+    family.add_metric(["/metrics"], [("0.1", 3.0), ("+Inf", 4.0)], 0.5)
+    return family
+
+
+def created_counter() -> Metric:
+    return CounterMetricFamily("reloads", "With its _created sample.", value=2.0,
+                               created=1_700_000_000.0)
+
+
+def odd_label() -> Metric:
+    family = GaugeMetricFamily("odd", "A label value that is not UTF-8.", labels=["name"])
+    family.add_metric(["bad\udcffname"], 1.0)
+    return family
+
+
+@pytest.mark.parametrize(
+    "extra,direct",
+    [
+        ((), True),
+        ((histogram(),), False),
+        ((created_counter(),), False),
+        ((InfoMetricFamily("build", "Build.", value={"version": "1"}),), False),
+        ((odd_label(),), False),
+    ],
+    ids=["counters and gauges", "histogram", "created", "info", "lone surrogate"],
+)
+def test_the_process_metrics_are_the_bytes_prometheus_client_would_write(
+    extra: tuple[Metric, ...], direct: bool,
+) -> None:
+    # Written straight where they are counters and gauges; anything else falls back to
+    # prometheus_client's encoder, for the same bytes.
+    snapshot = SNAPSHOTS["one target"]()
+    for openmetrics in (True, False):
+        written = exposition.write_metrics(fixed_own(*extra).collect(), openmetrics=openmetrics)
+        assert (written is not None) is direct
+    if extra and extra[0].name == "odd":
+        # prometheus_client itself cannot encode it (UnicodeEncodeError), nor then the body.
+        with pytest.raises(UnicodeEncodeError):
+            prometheus_client_body(snapshot, PROMETHEUS_ACCEPT, fixed_own(*extra))
+        with pytest.raises(UnicodeEncodeError):
+            Exposition(fixed_own(*extra)).render(snapshot, PROMETHEUS_ACCEPT, 0.002)
+        return
+    exposition_ = Exposition(fixed_own(*extra))
+    for accept in ACCEPTS:
+        assert exposition_.render(snapshot, accept, 0.002) == prometheus_client_body(
+            snapshot, accept, fixed_own(*extra)), accept
+
+
+def test_the_real_process_metrics_are_written_straight() -> None:
+    # The path a scrape takes with the collectors the exporter registers (own_metrics).
+    for openmetrics in (True, False):
+        written = exposition.write_metrics(own_metrics().collect(), openmetrics=openmetrics)
+        assert written is not None
+        assert b"process_cpu_seconds_total " in written
+        assert b'python_gc_objects_collected_total{generation="0"} ' in written
 
 
 @pytest.mark.parametrize("name", SNAPSHOTS)
