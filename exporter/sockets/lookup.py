@@ -128,9 +128,9 @@ def look_up(
     """The sockets of ``rows`` as the kernel has them now, in the same order, or None when
     one is no longer as it was: not found, another inode on its ports, or a state a dump
     would not list. Raises NetlinkError when the exchange fails."""
-    parser = netlink._Parser()
+    parser = netlink.DiagParser()
     fresh: list[KernelSocket] = []
-    buffer = bytearray(netlink._RECV_BUFFER)
+    buffer = bytearray(netlink.RECV_BUFFER)
     for first in range(0, len(rows), _BATCH):
         batch = rows[first:first + _BATCH]
         channel.send(b"".join(lookup_request(row, first + i + 1)

@@ -86,7 +86,7 @@ _STATES = {int(state): state for state in TcpState}
 
 _ANSWERS = (SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK)  # a socket's message, per request type
 
-_RECV_BUFFER = 64 * 1024  # the kernel fills at most 32 KiB per dump datagram
+RECV_BUFFER = 64 * 1024  # the kernel fills at most 32 KiB per dump datagram
 
 # Errors that will not go away by asking again: the interface is missing or forbidden
 # here (no inet_diag for the family gives ENOENT), or this kernel rejects the request
@@ -245,8 +245,9 @@ _Static = tuple[Endpoint, Endpoint, TcpState, int, int, bool] | None
 _StaticKey = tuple[Any, ...]
 
 
-class _Parser:
-    """Parses one dump. Remembers address texts and remote endpoints, because a dump
+class DiagParser:
+    """Parses one dump, or the answers to exact lookups (exporter.sockets.lookup, one
+    ``diag_message`` each). Remembers address texts and remote endpoints, because a dump
     repeats a few of them (this host's addresses, the database's) many times, and, for
     the bulk path, each socket's unchanging fields from the last dump (``known``)."""
 
@@ -420,21 +421,21 @@ class _Parser:
 
 
 def parse_messages(
-    data: bytes | bytearray | memoryview, parser: _Parser | None = None
+    data: bytes | bytearray | memoryview, parser: DiagParser | None = None
 ) -> tuple[list[KernelSocket], bool]:
     """Parse one datagram of a sock_diag dump: the sockets in it, and whether NLMSG_DONE
     ended the dump. Raises NetlinkError for an error the kernel reported and
     MalformedMessage (a NetlinkError) for bytes that do not parse; nothing else.
     ``parser`` carries what one dump's datagrams share."""
     view = memoryview(data).cast("B")
-    parser = parser if parser is not None else _Parser()
+    parser = parser if parser is not None else DiagParser()
     bulk = parser.bulk(view)
     if bulk is not None:
         return bulk, False
     return _parse_one_by_one(view, parser)
 
 
-def _parse_one_by_one(view: memoryview, parser: _Parser) -> tuple[list[KernelSocket], bool]:
+def _parse_one_by_one(view: memoryview, parser: DiagParser) -> tuple[list[KernelSocket], bool]:
     sockets: list[KernelSocket] = []
     offset = 0
     while offset < len(view):
@@ -478,10 +479,10 @@ def _classify(error: OSError, what: str) -> NetlinkError:
 
 
 def _dump(
-    channel: socket.socket, request: bytes, deadline: Deadline, parser: _Parser
+    channel: socket.socket, request: bytes, deadline: Deadline, parser: DiagParser
 ) -> list[KernelSocket]:
     channel.send(request)
-    buffer = bytearray(_RECV_BUFFER)
+    buffer = bytearray(RECV_BUFFER)
     sockets: list[KernelSocket] = []
     while True:
         remaining = deadline.remaining()
@@ -531,7 +532,7 @@ def dump_tcp(
     if channel is None:
         channel = open_channel()
     global _known, _one_walk
-    parser = _Parser(_known)
+    parser = DiagParser(_known)
     with channel if given is None else contextlib.nullcontext(channel):
         sockets: list[KernelSocket] = []
         if _one_walk:

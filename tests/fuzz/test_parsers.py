@@ -237,9 +237,9 @@ def dumps(draw: st.DrawFn) -> list[tuple[bytes, list[KernelSocket]]]:
 def test_netlink_bulk_parse_of_a_dump_equals_the_message_by_message_parse(
     dump: list[tuple[bytes, list[KernelSocket]]], repeat: int
 ) -> None:
-    parser = netlink._Parser()
+    parser = netlink.DiagParser()
     for _ in range(1 + repeat):  # again: the sockets are remembered from the last time
-        parser = netlink._Parser(parser.known)
+        parser = netlink.DiagParser(parser.known)
         for data, expected in dump:
             assert netlink.parse_messages(data, parser) == (expected, False)
     assert parser._bulks  # the second datagram on was parsed in bulk
@@ -250,7 +250,7 @@ def test_netlink_bulk_parse_of_a_dump_equals_the_message_by_message_parse(
 def test_netlink_bulk_parse_of_mutated_datagrams_only_raises_netlink_errors(
     dump: list[tuple[bytes, list[KernelSocket]]], data: st.DataObject
 ) -> None:
-    parser = netlink._Parser()
+    parser = netlink.DiagParser()
     netlink.parse_messages(dump[0][0], parser)  # learns the shape
     mutated = bytearray(dump[-1][0])
     for _ in range(data.draw(st.integers(1, 6))):

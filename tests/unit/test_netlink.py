@@ -696,7 +696,7 @@ def test_a_datagram_larger_than_the_buffer_is_an_error_not_a_silent_loss(
         for _ in range(3):
             net.connect(port)
         assert len(netlink.dump_tcp([port], soon())) >= 3
-        monkeypatch.setattr(netlink, "_RECV_BUFFER", 256)
+        monkeypatch.setattr(netlink, "RECV_BUFFER", 256)
         with pytest.raises(netlink.NetlinkError) as raised:
             netlink.dump_tcp([port], soon())
         assert raised.value.errno == errno.EMSGSIZE
