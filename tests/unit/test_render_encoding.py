@@ -193,9 +193,11 @@ def odd_label() -> Metric:
         ((histogram(),), False),
         ((created_counter(),), False),
         ((InfoMetricFamily("build", "Build.", value={"version": "1"}),), False),
+        ((GaugeMetricFamily("uptime_seconds", "With a unit.", value=3.0, unit="seconds"),),
+         False),
         ((odd_label(),), False),
     ],
-    ids=["counters and gauges", "histogram", "created", "info", "lone surrogate"],
+    ids=["counters and gauges", "histogram", "created", "info", "unit", "lone surrogate"],
 )
 def test_the_process_metrics_are_the_bytes_prometheus_client_would_write(
     extra: tuple[Metric, ...], direct: bool,
