@@ -127,7 +127,8 @@ def build_exporter(
         if refused is not None:
             raise UsageError(refused)
         sockets = NodeSocketReader(
-            {t.port for t in config.targets}, proc_root=config.proc_path, clock=clock
+            {t.port for t in config.targets}, proc_root=config.proc_path, clock=clock,
+            dump_interval=config.sockets_dump_interval,
         )
     else:
         sockets = SocketReader(

@@ -274,9 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         metavar="DURATION",
         help="with netlink, dump the kernel's whole TCP table at least this often; between "
-        "dumps, while no TCP connection is opened from this network namespace, the sockets "
-        "already known are looked up one by one, which costs the kernel far less (0: dump "
-        "on every scrape; node mode always dumps) (default 60s)",
+        "dumps, while no TCP connection is opened from the network namespace, the sockets "
+        "already known are looked up one by one, which costs the kernel far less (node "
+        "mode: per namespace; 0: dump on every scrape) (default 60s)",
     )
     host.add_argument(
         "--path.procfs",

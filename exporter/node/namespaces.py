@@ -15,6 +15,7 @@ ptrace access to it (CAP_SYS_PTRACE for another uid): see exporter.node.privileg
 from __future__ import annotations
 
 import ctypes
+import errno as errno_codes
 import logging
 import os
 import re
@@ -132,11 +133,13 @@ class Namespaces:
         self._proc_root = proc_root
         self._enter = enter
         self._open: dict[int, Entered] = {}
+        self._pids: dict[int, int] = {}  # a process in each namespace, from the last refresh
         self._refused: set[int] = set()  # errnos already logged
 
     def refresh(self) -> None:
         """Open a socket in each namespace that appeared, close those of the gone ones."""
         present = discover(self._proc_root)
+        self._pids = present
         for inode in list(self._open):
             if inode not in present:
                 self.forget(inode)
@@ -162,6 +165,29 @@ class Namespaces:
 
     def items(self) -> Iterator[tuple[int, Entered]]:
         return iter(list(self._open.items()))
+
+    def pid(self, inode: int) -> int | None:
+        """The lowest pid in the namespace at the last refresh (it may have ended since)."""
+        return self._pids.get(inode)
+
+    def channel(self, inode: int) -> socket.socket:
+        """The namespace's socket, the namespace entered again if its socket was closed
+        since the last refresh (``forget`` after a failed lookup). Raises NetlinkError."""
+        entered = self._open.get(inode)
+        if entered is None:
+            pid = self._pids.get(inode)
+            if pid is None:
+                raise netlink.NetlinkError(errno_codes.ENOENT,
+                                           f"network namespace {inode} is gone")
+            try:
+                entered = self._open[inode] = self._enter(self._proc_root, pid, inode)
+            except OSError as error:  # NamespaceGone included
+                raise netlink.NetlinkError(
+                    errno_codes.ENOENT if isinstance(error, NamespaceGone)
+                    else error.errno or errno_codes.EIO,
+                    f"cannot enter network namespace {inode} again: {error}",
+                ) from error
+        return entered.channel
 
     @property
     def hostnames(self) -> Mapping[int, str]:

@@ -5,6 +5,13 @@ The dump runs through each namespace's own sock_diag socket (exporter.node.names
 owners, and the memory of sockets reset while still held (the RST form of `dropped`),
 are the local reader's (exporter.sockets.reader), over the host's /proc: socket inodes are
 unique across namespaces, so one owner scan serves them all.
+
+Between dumps each namespace's known sockets are looked up as a sidecar's are
+(exporter.sockets.lookup): a namespace's dump walks the kernel's whole TCP table, which
+every namespace shares unless net.ipv4.tcp_child_ehash_entries is set, so 30 pods cost 30
+walks a scrape. A namespace is dumped again when a TCP connection was opened from it
+(``ActiveOpens`` in /proc/PID/net/snmp of a process in it), one of its known sockets
+changed, or its last dump is --sockets.dump-interval old.
 """
 
 from __future__ import annotations
@@ -12,8 +19,10 @@ from __future__ import annotations
 import errno as errno_codes
 import logging
 import os
+import socket
 import time
 from collections.abc import Collection
+from functools import partial
 
 from exporter.deadline import Clock, Deadline
 from exporter.model import Place, Socket
@@ -22,6 +31,7 @@ from exporter.node.placement import Container, container_of
 from exporter.persistence import SocketMemory
 from exporter.sockets import netlink
 from exporter.sockets.kernel import KernelSocket
+from exporter.sockets.lookup import KnownSockets, active_opens
 from exporter.sockets.owners import OwnerMap
 from exporter.sockets.reader import SocketReader, SocketReading
 
@@ -42,9 +52,15 @@ class NodeSocketReader:
         clock: Clock = time.monotonic,
         namespaces: Namespaces | None = None,
         owners: OwnerMap | None = None,
+        dump_interval: float = 60.0,
     ) -> None:
+        """``dump_interval``: --sockets.dump-interval (0: every namespace dumped at every
+        read)."""
         self._proc_root = proc_root
+        self._clock = clock
+        self._dump_interval = dump_interval
         self.namespaces = namespaces if namespaces is not None else Namespaces(proc_root)
+        self._known: dict[int, KnownSockets] = {}  # by namespace
         self._inner = SocketReader(
             remote_ports, source="netlink", proc_root=proc_root, clock=clock, owners=owners,
             netlink_dump=self._dump,
@@ -57,14 +73,25 @@ class NodeSocketReader:
         self.namespaces.refresh()
         rows: list[KernelSocket] = []
         where: _Where = {}
-        for inode, entered in self.namespaces.items():
+        namespaces = dict(self.namespaces.items())
+        for inode in list(self._known):
+            if inode not in namespaces:
+                del self._known[inode]  # gone: Namespaces closed its socket
+        for inode in namespaces:
+            known = self._known.get(inode)
+            if known is None:
+                known = self._known[inode] = KnownSockets(
+                    self._dump_interval, clock=self._clock,
+                    opens=partial(self._opens, inode), dump=_dump_tcp,
+                    channel=_NamespaceChannel(self.namespaces, inode),
+                )
             try:
-                found = netlink.dump_tcp(ports, deadline, channel=entered.channel)
+                found = known(ports, deadline)
             except netlink.NetlinkError as error:
-                # A half-read dump would leave its remains in the socket: close it. A
-                # namespace missing from one read would make its held sockets look reset,
-                # so the whole read fails instead (as a local one does).
-                self.namespaces.forget(inode)
+                # KnownSockets has closed the namespace's socket (a half-read dump would
+                # leave its remains in it): the next refresh enters it again. A namespace
+                # missing from one read would make its held sockets look reset, so the
+                # whole read fails instead (as a local one does).
                 if error.errno == errno_codes.ETIMEDOUT:
                     raise
                 raise netlink.NetlinkError(
@@ -76,6 +103,24 @@ class NodeSocketReader:
             rows.extend(found)
         self._where = where
         return rows
+
+    def _opens(self, inode: int) -> int | None:
+        """The namespace's ActiveOpens, read through the process refresh() found in it;
+        None (the namespace is dumped) when that process has left it or ended."""
+        pid = self.namespaces.pid(inode)
+        if pid is None:
+            return None
+        opens = active_opens(f"{self._proc_root}/{pid}/net/snmp")
+        # Read after the counter: a pid reused by a process of another namespace since
+        # refresh() would otherwise give that namespace's count.
+        if opens is None or self._netns_of_pid(pid) != inode:
+            return None
+        return opens
+
+    def lookups(self) -> tuple[int, int]:
+        """Dumps and lookup rounds so far, over every namespace still present."""
+        return (sum(k.dumps for k in self._known.values()),
+                sum(k.lookups for k in self._known.values()))
 
     def memory(self) -> SocketMemory:
         """What the reader remembers between reads (exporter.persistence, --state.dir)."""
@@ -152,3 +197,24 @@ class NodeSocketReader:
 
     def close(self) -> None:
         self.namespaces.close()
+
+
+def _dump_tcp(ports: Collection[int], deadline: Deadline, *, channel: object) -> list[KernelSocket]:
+    # netlink.dump_tcp looked up at each call, so that tests can stand in for it.
+    return netlink.dump_tcp(ports, deadline, channel=channel)  # type: ignore[arg-type]
+
+
+class _NamespaceChannel:
+    """A namespace's sock_diag socket for its KnownSockets: held by Namespaces, which
+    closes it when the namespace goes and enters the namespace again when it was
+    discarded."""
+
+    def __init__(self, namespaces: Namespaces, inode: int) -> None:
+        self._namespaces = namespaces
+        self._inode = inode
+
+    def get(self) -> socket.socket:
+        return self._namespaces.channel(self._inode)
+
+    def discard(self) -> None:
+        self._namespaces.forget(self._inode)

@@ -31,6 +31,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Collection, Sequence
+from typing import Protocol
 
 from exporter.deadline import Clock, Deadline
 from exporter.sockets import netlink
@@ -171,6 +172,34 @@ def look_up(
 Dump = Callable[..., list[KernelSocket]]
 
 
+class Channel(Protocol):
+    """Where a KnownSockets sends its requests: a sock_diag socket of the namespace whose
+    sockets it knows."""
+
+    def get(self) -> socket.socket:
+        """The socket, opened if need be."""
+
+    def discard(self) -> None:
+        """Close it (it may hold part of an answer); ``get`` opens another."""
+
+
+class OwnChannel:
+    """A sock_diag socket of this process's own namespace, opened when first needed."""
+
+    def __init__(self) -> None:
+        self._socket: socket.socket | None = None
+
+    def get(self) -> socket.socket:
+        if self._socket is None:
+            self._socket = netlink.open_channel()
+        return self._socket
+
+    def discard(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+
 class KnownSockets:
     """A socket reader's dump (exporter.sockets.reader's ``netlink_dump``) that looks the
     known sockets up instead of dumping while no connection was opened and none of them
@@ -185,12 +214,15 @@ class KnownSockets:
         clock: Clock = time.monotonic,
         opens: Callable[[], int | None] = active_opens,
         dump: Dump = netlink.dump_tcp,
+        channel: Channel | None = None,
     ) -> None:
+        """``opens``: the namespace's ActiveOpens; ``dump``: netlink.dump_tcp's signature;
+        ``channel``: the namespace's sock_diag socket (this process's by default)."""
         self._max_age = max_age
         self._clock = clock
         self._opens = opens
         self._dump_tcp = dump
-        self._channel: socket.socket | None = None
+        self._channel = channel if channel is not None else OwnChannel()
         self._known: list[KernelSocket] | None = None
         self._ports: frozenset[int] = frozenset()
         self._opens_at_dump: int | None = None
@@ -252,11 +284,7 @@ class KnownSockets:
         return rows
 
     def _open(self) -> socket.socket:
-        if self._channel is None:
-            self._channel = netlink.open_channel()
-        return self._channel
+        return self._channel.get()
 
     def close(self) -> None:
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
+        self._channel.discard()

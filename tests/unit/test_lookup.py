@@ -276,3 +276,17 @@ def test_the_exporter_looks_sockets_up_between_dumps() -> None:
         assert isinstance(dump, KnownSockets) and dump._max_age == 90.0
     finally:
         exporter.close()
+
+
+def test_a_node_exporter_looks_each_namespaces_sockets_up_between_dumps() -> None:
+    from exporter.cli import build_exporter
+    from exporter.node.reader import NodeSocketReader
+
+    exporter = build_exporter(
+        parse_config(["--mode=node", "--sockets.dump-interval=90s", "--mysql.user=u"]),
+        {PASSWORD_ENV: "pw"})
+    try:
+        sockets = exporter.engine._sockets
+        assert isinstance(sockets, NodeSocketReader) and sockets._dump_interval == 90.0
+    finally:
+        exporter.close()

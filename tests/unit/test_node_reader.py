@@ -18,6 +18,7 @@ from exporter.addresses import endpoint
 from exporter.deadline import Deadline
 from exporter.model import Endpoint, Place, TcpState
 from exporter.node import reader as node_reader
+from exporter.node.namespaces import parse_ns_link
 from exporter.node.reader import NodeSocketReader
 from exporter.sockets import netlink
 from exporter.sockets.kernel import KernelSocket
@@ -27,13 +28,22 @@ from tests.support.builders import soon
 class StandIn:
     """What NodeSocketReader needs of exporter.node.namespaces.Namespaces."""
 
-    def __init__(self, hostnames: dict[int, str]) -> None:
-        self.channels = {inode: object() for inode in hostnames}
+    def __init__(self, hostnames: dict[int, str], channels: dict[int, Any] | None = None,
+                 pids: dict[int, int] | None = None) -> None:
+        self.channels = channels if channels is not None else {
+            inode: object() for inode in hostnames}
         self.hostnames = dict(hostnames)
+        self.pids = pids or {}
         self.forgotten: list[int] = []
 
     def refresh(self) -> None:
         pass
+
+    def pid(self, inode: int) -> int | None:
+        return self.pids.get(inode)  # none by default: no connection count, every read dumps
+
+    def channel(self, inode: int) -> Any:
+        return self.channels[inode]
 
     def items(self) -> Iterator[tuple[int, Any]]:
         return iter([(inode, type("E", (), {"channel": ch})()) for inode, ch in
@@ -109,3 +119,88 @@ def test_a_failed_dump_fails_the_read_and_closes_that_namespaces_socket(
     with pytest.raises(netlink.NetlinkError, match="network namespace 22"):
         reader.read(soon())
     assert namespaces.forgotten == [22]
+
+
+def own_netns() -> int:
+    inode = parse_ns_link(os.readlink("/proc/self/ns/net"))
+    assert inode is not None
+    return inode
+
+
+class OwnNamespace(StandIn):
+    """This process's own namespace standing in for a pod's (as ``inode``): a real sock_diag
+    socket, closed when forgotten and opened again when next asked for, as Namespaces does
+    by entering the namespace again."""
+
+    def __init__(self, inode: int, pid: int) -> None:
+        super().__init__({inode: "pod-a"}, channels={inode: netlink.open_channel()},
+                         pids={inode: pid})
+
+    def forget(self, inode: int) -> None:
+        super().forget(inode)
+        channel = self.channels.pop(inode, None)
+        if channel is not None:
+            channel.close()
+
+    def channel(self, inode: int) -> Any:
+        if inode not in self.channels:
+            self.channels[inode] = netlink.open_channel()
+        return self.channels[inode]
+
+    def close(self) -> None:
+        for channel in self.channels.values():
+            channel.close()
+
+
+def test_a_quiet_namespace_is_looked_up_and_dumped_when_a_connection_opens_or_one_changes(
+        pair: tuple[socket.socket, socket.socket, socket.socket, int],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Real dumps and lookups, the namespace's connection count read through its pid.
+    a, b, _, port = pair
+    netns = own_netns()
+    opens = {"now": 7}
+    read_from: list[str] = []
+
+    def active_opens(path: str) -> int:
+        read_from.append(path)
+        return opens["now"]
+
+    monkeypatch.setattr(node_reader, "active_opens", active_opens)
+    namespaces = OwnNamespace(netns, os.getpid())
+    reader = NodeSocketReader([port], namespaces=namespaces)  # type: ignore[arg-type]
+    inode_a, inode_b = os.fstat(a.fileno()).st_ino, os.fstat(b.fileno()).st_ino
+
+    def read() -> dict[int, float | None]:
+        return {s.inode: s.idle_seconds for s in reader.read(soon()).sockets
+                if s.inode in (inode_a, inode_b)}
+
+    try:
+        assert set(read()) == {inode_a, inode_b} and reader.lookups() == (1, 0)
+        assert read_from == [f"/proc/{os.getpid()}/net/snmp"]
+        assert set(read()) == {inode_a, inode_b} and reader.lookups() == (1, 1)
+        assert namespaces.forgotten == []
+        opens["now"] += 1  # a connection was opened from the namespace: it dumps
+        assert set(read()) == {inode_a, inode_b} and reader.lookups() == (2, 1)
+        b.close()  # a known socket is no longer as the dump saw it: looked up, then dumped
+        assert set(read()) == {inode_a} and reader.lookups() == (3, 1)
+        assert namespaces.forgotten == [netns]  # the socket the lookup used, maybe mid-batch
+        assert set(read()) == {inode_a} and reader.lookups() == (3, 2)
+    finally:
+        namespaces.close()
+
+
+def test_a_namespace_whose_process_left_it_is_dumped_at_every_read(
+        pair: tuple[socket.socket, socket.socket, socket.socket, int],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The pid refresh() found may have ended, or be another namespace's process by now:
+    # its counter says nothing about this namespace.
+    _, _, _, port = pair
+    monkeypatch.setattr(node_reader, "active_opens", lambda path: 7)
+    namespaces = OwnNamespace(own_netns() + 1, os.getpid())  # this pid is not in that one
+    reader = NodeSocketReader([port], namespaces=namespaces)  # type: ignore[arg-type]
+    try:
+        for dumps in (1, 2, 3):
+            reader.read(soon())
+            assert reader.lookups() == (dumps, 0)
+    finally:
+        namespaces.close()
