@@ -199,9 +199,11 @@ class NodeSocketReader:
         self.namespaces.close()
 
 
-def _dump_tcp(ports: Collection[int], deadline: Deadline, *, channel: object) -> list[KernelSocket]:
+def _dump_tcp(
+    ports: Collection[int], deadline: Deadline, *, channel: socket.socket
+) -> list[KernelSocket]:
     # netlink.dump_tcp looked up at each call, so that tests can stand in for it.
-    return netlink.dump_tcp(ports, deadline, channel=channel)  # type: ignore[arg-type]
+    return netlink.dump_tcp(ports, deadline, channel=channel)
 
 
 class _NamespaceChannel:
