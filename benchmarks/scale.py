@@ -801,7 +801,9 @@ class Bench:
             log(f"level {sessions}: RSS over {self.args.rss_scrapes} scrapes {samples_mib}")
 
         if self.args.profile and sessions == max(self.args.sessions):
-            out = RESULTS / f"profile-{sessions}-ps-{'on' if self.ps else 'off'}"
+            # Stamped, so that a run never overwrites an earlier profile kept in the results.
+            out = RESULTS / (f"profile-{sessions}-ps-{'on' if self.ps else 'off'}-"
+                             f"{time.strftime('%Y%m%d-%H%M%S')}")
             log(f"level {sessions}: profiling with py-spy")
             level.extra["profile"] = profile(fresh, out, self.args.profile)
 

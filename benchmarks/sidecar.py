@@ -423,7 +423,8 @@ class Bench:
             result["cadence"] = self.cadence(contenders)
         if others == max(self.args.others) and self.args.profile:
             result["profile"] = profile(contenders[0], self.args.profile,
-                                        RESULTS / f"profile-sidecar-{others}")
+                                        RESULTS / f"profile-sidecar-{others}-"
+                                        f"{time.strftime('%Y%m%d-%H%M%S')}")
         for c in contenders:
             c.close()
             self.procs.stop(c.proc)
@@ -629,7 +630,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         "namespace (default: the server's unix socket; see README)")
     parser.add_argument("--profile", type=int, default=0, metavar="SCRAPES",
                         help="py-spy the default exporter over this many scrapes at the last "
-                        "level (benchmarks/results/profile-sidecar-N.txt)")
+                        "level (benchmarks/results/profile-sidecar-N-DATE-TIME.txt)")
     parser.add_argument("--connect-threads", type=int, default=32)
     parser.add_argument("--settle", type=float, default=2.0,
                         help="seconds idle before reading steady RSS")
