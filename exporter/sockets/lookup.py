@@ -119,10 +119,6 @@ def lookup_request(row: KernelSocket, seq: int) -> bytes:
     )
 
 
-_HEADER = struct.Struct("=IHHII")
-_ERRNO = struct.Struct("=i")
-
-
 def look_up(
     channel: socket.socket, rows: Sequence[KernelSocket], deadline: Deadline
 ) -> list[KernelSocket] | None:
@@ -137,31 +133,24 @@ def look_up(
         channel.send(b"".join(lookup_request(row, first + i + 1)
                               for i, row in enumerate(batch)))
         for i, row in enumerate(batch):
-            remaining = deadline.remaining()
-            if remaining <= 0:
-                raise netlink.NetlinkError(errno_codes.ETIMEDOUT, "sock_diag lookup timed out")
-            channel.settimeout(remaining)
-            try:
-                size = channel.recv_into(buffer)
-            except TimeoutError as error:
-                raise netlink.NetlinkError(errno_codes.ETIMEDOUT,
-                                           "sock_diag lookup timed out") from error
-            if size < _HEADER.size:
+            size = netlink.receive(channel, buffer, deadline, "lookup")
+            if size < netlink.NLMSGHDR.size:
                 raise netlink.MalformedMessage(f"answer of {size} bytes")
-            length, kind, _flags, seq, _pid = _HEADER.unpack_from(buffer)
-            if seq != first + i + 1 or length > size or length < _HEADER.size:
+            length, kind, _flags, seq, _pid = netlink.NLMSGHDR.unpack_from(buffer)
+            if seq != first + i + 1 or length > size or length < netlink.NLMSGHDR.size:
                 raise netlink.MalformedMessage(f"answer {seq} of length {length}, expected "
                                                f"answer {first + i + 1}")
             if kind == netlink.NLMSG_ERROR:
-                if length < _HEADER.size + _ERRNO.size:
+                if length < netlink.NLMSGHDR.size + netlink.ERRNO.size:
                     raise netlink.MalformedMessage("NLMSG_ERROR without an error code")
-                code = -_ERRNO.unpack_from(buffer, _HEADER.size)[0]
+                code = -netlink.ERRNO.unpack_from(buffer, netlink.NLMSGHDR.size)[0]
                 if code != errno_codes.ENOENT:
                     raise netlink.NetlinkError(code, f"sock_diag lookup: error {code}")
                 return None  # gone (the caller closes the channel: answers may follow)
             if kind != netlink.SOCK_DIAG_BY_FAMILY:
                 raise netlink.MalformedMessage(f"answer of type {kind}")
-            found = parser.diag_message(memoryview(buffer)[:size], _HEADER.size, length)
+            found = parser.diag_message(memoryview(buffer)[:size], netlink.NLMSGHDR.size,
+                                        length)
             if (found is None or found.inode != row.inode
                     or not netlink.STATES_MASK & (1 << found.state)):
                 return None

@@ -49,7 +49,7 @@ STATES_MASK = sum(1 << state for state in TcpState) & ~(
     (1 << TcpState.LISTEN) | (1 << TcpState.TIME_WAIT)
 )
 
-_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _RTATTR = struct.Struct("=HH")  # len, type
 _BC_OP = struct.Struct("=BBH")  # code, yes, no
 # inet_diag_req_v2: family, protocol, ext, pad, states, then an all-zero sockid (48 bytes):
@@ -72,7 +72,7 @@ _PORTS = struct.Struct(">HH")
 _STATIC_KEY = "40s24x8s"
 _STATIC = struct.Struct("=BBBB4s16s16s")  # the first part of the key, split
 _OWNER = struct.Struct("=II")  # the second: uid, inode
-_ERRNO = struct.Struct("=i")
+ERRNO = struct.Struct("=i")
 
 # struct tcp_info: 8 leading u8, then u32 tcpi_rto, ato, snd_mss, rcv_mss, unacked, sacked,
 # lost, retrans, fackets (9 u32, offsets 8..40), then the times in milliseconds.
@@ -177,8 +177,8 @@ def _request(kind: int, body: bytes, bytecode: bytes, seq: int) -> bytes:
     attribute = _RTATTR.pack(attribute_length, INET_DIAG_REQ_BYTECODE) + bytecode
     attribute += bytes(_align4(attribute_length) - attribute_length)
     payload = body + attribute
-    header = _NLMSGHDR.pack(
-        _NLMSGHDR.size + len(payload), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0
+    header = NLMSGHDR.pack(
+        NLMSGHDR.size + len(payload), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0
     )
     return header + payload
 
@@ -224,7 +224,7 @@ class _Bulk(NamedTuple):
 
 
 def _bulk_shape(length: int, layout: _Layout) -> _Bulk:
-    body = _NLMSGHDR.size
+    body = NLMSGHDR.size
     fields = [(body + at, "HH") for at in layout.at]
     if layout.info >= 0:
         fields.append((body + layout.info, "I4xII"))
@@ -312,16 +312,16 @@ class DiagParser:
         but its end, normally) in one C unpack per message; None when this datagram is
         not one, for the message-by-message parse to handle."""
         size = len(view)
-        if size < _NLMSGHDR.size:
+        if size < NLMSGHDR.size:
             return None
-        length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(view, 0)
-        if kind not in _ANSWERS or length % 4 or length < _NLMSGHDR.size + (
+        length, kind, _flags, _seq, _pid = NLMSGHDR.unpack_from(view, 0)
+        if kind not in _ANSWERS or length % 4 or length < NLMSGHDR.size + (
             _DIAG_MSG_SIZE
         ) or size % length:
             return None
         shape = self._bulks.get(length)
         if shape is None:
-            layout = self._layouts.get(length - _NLMSGHDR.size)
+            layout = self._layouts.get(length - NLMSGHDR.size)
             if layout is None:
                 return None  # learnt from this datagram, used from the next one
             shape = self._bulks[length] = _bulk_shape(length, layout)
@@ -334,7 +334,7 @@ class DiagParser:
         append = sockets.append
         # Where the current message starts, for idiag_expires (outside the unpacked record:
         # it changes at every dump, and the record's leading part is the cache key).
-        offset, expires_at, unpack_u32 = 0, _NLMSGHDR.size + DIAG_EXPIRES, _U32.unpack_from
+        offset, expires_at, unpack_u32 = 0, NLMSGHDR.size + DIAG_EXPIRES, _U32.unpack_from
         for record in shape.records(view):
             start, offset = offset, offset + length
             # The key holds every byte the socket's fields come from, and the message's
@@ -439,27 +439,27 @@ def _parse_one_by_one(view: memoryview, parser: DiagParser) -> tuple[list[Kernel
     sockets: list[KernelSocket] = []
     offset = 0
     while offset < len(view):
-        if len(view) - offset < _NLMSGHDR.size:
+        if len(view) - offset < NLMSGHDR.size:
             raise MalformedMessage(f"{len(view) - offset} trailing bytes")
-        length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(view, offset)
-        if length < _NLMSGHDR.size or offset + length > len(view):
+        length, kind, _flags, _seq, _pid = NLMSGHDR.unpack_from(view, offset)
+        if length < NLMSGHDR.size or offset + length > len(view):
             raise MalformedMessage(f"message of length {length} at {offset}")
-        start, end = offset + _NLMSGHDR.size, offset + length
+        start, end = offset + NLMSGHDR.size, offset + length
         if kind in _ANSWERS:
             row = parser.diag_message(view, start, end)
             if row is not None:
                 sockets.append(row)
         elif kind == NLMSG_DONE:
             # A dump that failed part-way reports its error in NLMSG_DONE's payload.
-            if end - start >= _ERRNO.size:
-                code = _ERRNO.unpack_from(view, start)[0]
+            if end - start >= ERRNO.size:
+                code = ERRNO.unpack_from(view, start)[0]
                 if code < 0:
                     raise _kernel_error(-code)
             return sockets, True
         elif kind == NLMSG_ERROR:
-            if end - start < _ERRNO.size:
+            if end - start < ERRNO.size:
                 raise MalformedMessage("NLMSG_ERROR without an error code")
-            code = _ERRNO.unpack_from(view, start)[0]
+            code = ERRNO.unpack_from(view, start)[0]
             if code != 0:  # 0 is an acknowledgement
                 raise _kernel_error(abs(code))
         elif kind == NLMSG_OVERRUN:
@@ -478,6 +478,23 @@ def _classify(error: OSError, what: str) -> NetlinkError:
     return kind(code, f"{what}: {os.strerror(code)}")
 
 
+def receive(channel: socket.socket, buffer: bytearray, deadline: Deadline, what: str) -> int:
+    """One datagram of the kernel's answer into ``buffer``, by ``deadline``: its size.
+    Raises NetlinkError (ETIMEDOUT: "sock_diag ``what`` timed out"; EMSGSIZE when the
+    datagram did not fit)."""
+    remaining = deadline.remaining()
+    if remaining <= 0:
+        raise NetlinkError(errno_codes.ETIMEDOUT, f"sock_diag {what} timed out")
+    channel.settimeout(remaining)
+    try:
+        size, _ancillary, flags, _address = channel.recvmsg_into([buffer])
+    except TimeoutError as error:
+        raise NetlinkError(errno_codes.ETIMEDOUT, f"sock_diag {what} timed out") from error
+    if flags & socket.MSG_TRUNC:
+        raise NetlinkError(errno_codes.EMSGSIZE, "sock_diag datagram truncated")
+    return size
+
+
 def _dump(
     channel: socket.socket, request: bytes, deadline: Deadline, parser: DiagParser
 ) -> list[KernelSocket]:
@@ -485,16 +502,7 @@ def _dump(
     buffer = bytearray(RECV_BUFFER)
     sockets: list[KernelSocket] = []
     while True:
-        remaining = deadline.remaining()
-        if remaining <= 0:
-            raise NetlinkError(errno_codes.ETIMEDOUT, "sock_diag dump timed out")
-        channel.settimeout(remaining)
-        try:
-            size, _ancillary, flags, _address = channel.recvmsg_into([buffer])
-        except TimeoutError as error:
-            raise NetlinkError(errno_codes.ETIMEDOUT, "sock_diag dump timed out") from error
-        if flags & socket.MSG_TRUNC:
-            raise NetlinkError(errno_codes.EMSGSIZE, "sock_diag datagram truncated")
+        size = receive(channel, buffer, deadline, "dump")
         rows, done = parse_messages(memoryview(buffer)[:size], parser)
         sockets.extend(rows)
         if done:
