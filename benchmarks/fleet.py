@@ -59,7 +59,7 @@ from typing import Any
 
 import pymysql
 
-from benchmarks.scale import Proc
+from benchmarks.scale import Proc, cpu_seconds
 from exporter.deadline import Deadline
 from exporter.sessions import sources
 from exporter.sessions.credentials import Credentials
@@ -74,7 +74,6 @@ WATCHER_SESSIONS = 10
 WATCHER_IP = "127.0.0.100"
 HOLDER_IPS = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
 PR_SET_NAME, PR_SET_PDEATHSIG = 15, 1
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Statements a watcher's or the fleet exporter's read sends (exporter/sessions/compact.py).
 STATEMENTS_PER_READ = 1
@@ -100,13 +99,6 @@ def raise_nofile() -> int:
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def rss_mib(pid: int) -> float:

@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.scale import cpu_seconds
 from exporter.node.namespaces import discover
 from exporter.throwaway import ThrowawayMariaDB
 from tests.support.exporter_process import Metrics
@@ -49,15 +50,8 @@ from tests.support.netns import NetnsStar, NsExporterProcess, NsWorker, server_i
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PASSWORD_ENV = "MYSQL_IDLE_EXPORTER_PASSWORD"
 NODE_CAPS = "-all,+sys_admin,+sys_ptrace,+dac_read_search"
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
 def rss_mib(pid: int) -> float:

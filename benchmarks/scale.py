@@ -302,6 +302,23 @@ def rss(pid: int) -> tuple[float, float]:
 # --- the server ---------------------------------------------------------------------------
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """utime and stime of the whole process (every thread, dead ones included): its own
+    code, and the kernel's work for it (a sock_diag dump's walk of the TCP table,
+    syscalls). Seconds, in clock ticks."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the whole process."""
+    return sum(cpu_split(pid))
+
+
 def server_args(max_sessions: int, nofile: int, performance_schema: bool,
                 flavor: str = "mariadb") -> list[str]:
     connections = max_sessions + 200

@@ -44,6 +44,8 @@ from benchmarks.scale import (
     Proc,
     Procs,
     Stop,
+    cpu_seconds,
+    cpu_split,
     log,
     metric,
     record_profile,
@@ -60,7 +62,6 @@ from exporter.throwaway import FLAVORS, ThrowawayServer, free_port
 APP_USER, APP_PASSWORD = "app", "app-password"
 EXPORTER_USER, EXPORTER_PASSWORD = "idle_exporter", "exporter-password"
 MYSQLD_USER, MYSQLD_PASSWORD = "mysqld_exporter", "mysqld-exporter-password"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 REPO = Path(__file__).resolve().parent.parent
 # The exporter as deployed: the package and its dependencies only. The test venv (.venv)
 # also has `cryptography` (PyMySQL's [rsa] extra, for the tests), which PyMySQL imports
@@ -146,19 +147,6 @@ def install_as_deployed(python: Path) -> None:
     subprocess.run([str(python), "-m", "compileall", "-q", site], check=True)
     log(f"installed the working tree into {RUNTIME_VENV.relative_to(REPO)} "
         f"({time.monotonic() - started:.1f}s)")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the whole process (every thread, dead ones included)."""
-    return sum(cpu_split(pid))
-
-
-def cpu_split(pid: int) -> tuple[float, float]:
-    """utime and stime of the whole process: its own code, and the kernel's work for it
-    (a sock_diag dump's walk of the TCP table, syscalls)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def cpu_ns(pid: int) -> int:
