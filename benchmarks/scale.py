@@ -524,6 +524,12 @@ def record_profile(pid: int, scrape: Callable[[], object], scrapes: int, raw: Pa
     return None
 
 
+def profile_stem(name: str) -> Path:
+    """Where a profile goes (without its suffix): stamped with the time, so that a run
+    never overwrites an earlier profile kept in the results."""
+    return RESULTS / f"profile-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def profile(exporter: Exporter, out: Path, scrapes: int) -> dict[str, Any]:
     """py-spy (sampling, raw collapsed stacks) while `scrapes` scrapes run."""
     raw = out.with_suffix(".txt")
@@ -818,9 +824,7 @@ class Bench:
             log(f"level {sessions}: RSS over {self.args.rss_scrapes} scrapes {samples_mib}")
 
         if self.args.profile and sessions == max(self.args.sessions):
-            # Stamped, so that a run never overwrites an earlier profile kept in the results.
-            out = RESULTS / (f"profile-{sessions}-ps-{'on' if self.ps else 'off'}-"
-                             f"{time.strftime('%Y%m%d-%H%M%S')}")
+            out = profile_stem(f"{sessions}-ps-{'on' if self.ps else 'off'}")
             log(f"level {sessions}: profiling with py-spy")
             level.extra["profile"] = profile(fresh, out, self.args.profile)
 

@@ -48,6 +48,7 @@ from benchmarks.scale import (
     cpu_split,
     log,
     metric,
+    profile_stem,
     record_profile,
     rss,
     run_header,
@@ -411,8 +412,7 @@ class Bench:
             result["cadence"] = self.cadence(contenders)
         if others == max(self.args.others) and self.args.profile:
             result["profile"] = profile(contenders[0], self.args.profile,
-                                        RESULTS / f"profile-sidecar-{others}-"
-                                        f"{time.strftime('%Y%m%d-%H%M%S')}")
+                                        profile_stem(f"sidecar-{others}"))
         for c in contenders:
             c.close()
             self.procs.stop(c.proc)
