@@ -14,6 +14,7 @@ class Loopback:
 
     def __init__(self, stack: ExitStack) -> None:
         self.stack = stack
+        self.listener_by_port: dict[int, socket.socket] = {}
 
     def listen(self, family: int = socket.AF_INET, host: str = "127.0.0.1") -> int:
         listener = self.stack.enter_context(socket.socket(family, socket.SOCK_STREAM))
@@ -21,8 +22,6 @@ class Loopback:
         listener.listen(64)
         self.listener_by_port[listener.getsockname()[1]] = listener
         return int(listener.getsockname()[1])
-
-    listener_by_port: dict[int, socket.socket]
 
     def connect(
         self,
@@ -44,9 +43,7 @@ class Loopback:
 @contextmanager
 def loopback() -> Iterator[Loopback]:
     with ExitStack() as stack:
-        net = Loopback(stack)
-        net.listener_by_port = {}
-        yield net
+        yield Loopback(stack)
 
 
 def inode_of(sock: socket.socket) -> int:
