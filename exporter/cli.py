@@ -18,15 +18,14 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from exporter import __version__, persistence
+from exporter import __version__
 from exporter.config import Config, UsageError, fail, parse_config
 from exporter.deadline import Clock
 from exporter.drops import DropRecorder
 from exporter.engine import Engine
 from exporter.fleet import FLEET_PASSWORD_ENV, FLEET_PATH
 from exporter.logs import setup_logging
-from exporter.model import Settings
-from exporter.persistence import SavedState, StateKeeper
+from exporter.model import ConnectionKey, Settings
 from exporter.planner import ReadPolicy
 from exporter.resolver import AddressBook
 from exporter.sessions.credentials import PASSWORD_ENV, ConfigError, load_credentials
@@ -42,10 +41,11 @@ from exporter.web.listener import Listener, ListenLimits, raise_fd_limit
 
 if TYPE_CHECKING:
     # Imported where the flags ask for them: an exporter with default flags never loads
-    # fleet mode, node mode or the web config watcher (resident memory, see
-    # benchmarks/README.md).
+    # fleet mode, node mode, the web config watcher or --state.dir's persistence (resident
+    # memory, see benchmarks/README.md).
     from exporter.fleet.server import FleetServer
     from exporter.node.reader import NodeSocketReader
+    from exporter.persistence import StateKeeper
 
 log = logging.getLogger("exporter")
 
@@ -149,8 +149,12 @@ def build_exporter(
     )
     drops = DropRecorder(clock=clock)
     keeper: StateKeeper | None = None
-    remembered = None
+    counted: dict[str, frozenset[ConnectionKey]] = {}
     if config.state_dir is not None:
+        # Loaded only here: without --state.dir nothing is kept (resident memory).
+        from exporter import persistence
+        from exporter.persistence import SavedState, StateKeeper
+
         directory, boot = Path(config.state_dir), persistence.boot_id()
         if not (directory.is_dir() and os.access(directory, os.W_OK | os.X_OK)):
             raise UsageError(f"--state.dir {config.state_dir!r} is not an existing directory "
@@ -165,6 +169,7 @@ def build_exporter(
             lambda: SavedState(boot, sockets.memory(), engine.counted_drops()),
             clock=clock,
         )
+        counted = persistence.counted_at_start(remembered, [t.name for t in targets])
 
     def collected() -> None:
         if on_collected is not None:
@@ -181,7 +186,7 @@ def build_exporter(
         top_sessions=config.sessions_top,
         clock=clock,
         on_collected=collected,
-        counted=persistence.counted_at_start(remembered, [t.name for t in targets]),
+        counted=counted,
     )
     fleet = None
     if config.fleet_serve:

@@ -34,6 +34,7 @@ from typing import Any
 
 from exporter.deadline import Clock
 from exporter.model import ConnectionKey, Endpoint, Socket, TcpState
+from exporter.sockets.memory import SocketMemory
 from exporter.sockets.owners import Owner
 
 log = logging.getLogger(__name__)
@@ -44,17 +45,6 @@ STATE_FILE = "state.json"
 SAVE_EVERY_SECONDS = 10.0
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
-Held = tuple[Socket, Owner]  # a socket with the owner that held it
-GoneAt = tuple[Socket, Owner, float]  # a socket gone from the table, and when last seen
-
-
-@dataclass(frozen=True, slots=True)
-class SocketMemory:
-    """What the socket reader remembers between reads (exporter.sockets.reader)."""
-
-    held: tuple[Held, ...]  # the last read's sockets with owners
-    seen_at: float  # when that read was made (monotonic)
-    gone: tuple[GoneAt, ...]  # sockets that left the table while still held
 
 
 @dataclass(frozen=True, slots=True)

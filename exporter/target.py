@@ -23,7 +23,6 @@ from exporter.model import (
     TargetSnapshot,
     TargetSummary,
 )
-from exporter.node.places import correlate_places, merge_memories
 from exporter.planner import ReadPolicy, TargetState
 from exporter.sessions.source import SessionSource
 from exporter.summary import summarise
@@ -125,6 +124,9 @@ def _correlated(
 ) -> TargetOutcome:
     started = time.perf_counter()
     if target.node:
+        # Imported here: a sidecar never needs it (resident memory, benchmarks/README.md).
+        from exporter.node.places import correlate_places, merge_memories
+
         now = deadline.now()
         snapshot, summary, places, kept = correlate_places(
             target.name, sockets, state.last_view, policy.settings, state.places,

@@ -28,10 +28,10 @@ from exporter.deadline import Clock, Deadline
 from exporter.model import Place, Socket
 from exporter.node.namespaces import Namespaces, parse_ns_link
 from exporter.node.placement import Container, container_of
-from exporter.persistence import SocketMemory
 from exporter.sockets import netlink
 from exporter.sockets.kernel import KernelSocket
 from exporter.sockets.lookup import KnownSockets, active_opens
+from exporter.sockets.memory import SocketMemory
 from exporter.sockets.owners import OwnerMap
 from exporter.sockets.reader import SocketReader, SocketReading
 

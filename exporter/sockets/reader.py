@@ -12,9 +12,9 @@ from typing import Literal
 
 from exporter.deadline import Clock, Deadline
 from exporter.model import Socket, TcpState
-from exporter.persistence import SocketMemory
 from exporter.sockets import netlink
 from exporter.sockets.kernel import KernelSocket
+from exporter.sockets.memory import SocketMemory
 from exporter.sockets.owners import (
     NO_PERMISSION,
     NOT_VISIBLE,

@@ -34,14 +34,14 @@ from exporter.engine import Engine
 from exporter.exposition import write, write_metrics
 from exporter.fleet import FLEET_PATH
 from exporter.model import Snapshot
-from exporter.web.auth import PasswordChecker, Verdict
 from exporter.web.compression import gzip_middleware
 from exporter.web.config import WebConfig
 from exporter.web.listener import ListenLimits, track_requests
 from exporter.web.status import StatusContext, add_status_routes
 
-if TYPE_CHECKING:  # imported where used: default flags use neither (resident memory)
+if TYPE_CHECKING:  # imported where used: default flags use none (resident memory)
     from exporter.fleet.server import FleetServer
+    from exporter.web.auth import PasswordChecker
     from exporter.web.reload import WebConfigWatcher
 
 log = logging.getLogger(__name__)
@@ -268,6 +268,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _auth_middleware(current: Callable[[], WebConfig], checker: PasswordChecker) -> Middleware:
+    from exporter.web.auth import Verdict
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         config = current()  # re-read here when its files changed
@@ -298,6 +300,13 @@ def _auth_middleware(current: Callable[[], WebConfig], checker: PasswordChecker)
     return middleware
 
 
+def _closing(checker: PasswordChecker) -> Callable[[web.Application], Awaitable[None]]:
+    async def close_checker(_: web.Application) -> None:
+        checker.close()
+
+    return close_checker
+
+
 def _credentials(header: str) -> tuple[str | None, str]:
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic" or not value:
@@ -317,19 +326,19 @@ def build_app(
     """The exporter's HTTP side; with ``fleet`` (--fleet.serve) it also serves sidecars.
     ``drops``: the drop history the engine feeds (exporter.cli); else the status page
     keeps its own from the collections it asks for."""
-    checker = PasswordChecker()
-    app = web.Application(
-        middlewares=[
-            track_requests,
-            _auth_middleware(options.current_config, checker),
-            gzip_middleware,
-        ]
-    )
+    middlewares: list[Middleware] = [track_requests]
+    # Without --web.config.file nothing can ask for a password or a header: no middleware
+    # for every request to pass through, and the password checker's module stays unloaded.
+    checker = None
+    if options.watcher is not None or options.config.basic_auth or options.config.headers:
+        from exporter.web.auth import PasswordChecker
 
-    async def close_checker(_: web.Application) -> None:
-        checker.close()
-
-    app.on_cleanup.append(close_checker)
+        checker = PasswordChecker()
+        middlewares.append(_auth_middleware(options.current_config, checker))
+    middlewares.append(gzip_middleware)
+    app = web.Application(middlewares=middlewares)
+    if checker is not None:
+        app.on_cleanup.append(_closing(checker))
     app[ENGINE_KEY] = engine
     app[OPTIONS_KEY] = options
     app[RENDER_KEY] = RenderClock()

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -50,19 +51,25 @@ def test_aiohttp_client_context_loads_no_certificates_and_the_rest_is_unchanged(
 
 
 # Modules a sidecar with default flags must not load (resident memory, benchmarks/README.md):
-# node mode (ctypes with it), fleet mode, the web config's watcher, and the status view and
-# page until someone asks for them (tests/unit/test_status_web.py asks).
+# node mode (ctypes with it), fleet mode, the web config's watcher and password checks,
+# --state.dir's persistence, and the status view and page until someone asks for them
+# (tests/unit/test_status_web.py asks).
 NOT_FOR_A_SIDECAR = ("ctypes", "exporter.node.namespaces", "exporter.node.reader",
-                     "exporter.node.privileges", "exporter.fleet.server",
-                     "exporter.sessions.fleet_client", "exporter.web.reload",
-                     "exporter.status", "exporter.advice", "exporter.web.status_page")
+                     "exporter.node.privileges", "exporter.node.places", "exporter.fleet.server",
+                     "exporter.sessions.fleet_client", "exporter.web.reload", "exporter.web.auth",
+                     "exporter.persistence", "exporter.status", "exporter.advice",
+                     "exporter.web.status_page")
+# The exporter and its web application, built from the flags as exporter.cli builds them.
 LOADED = """
 import json, sys
 from exporter.launch import import_aiohttp_server_only
 import_aiohttp_server_only()
-from exporter.cli import build_exporter
+from exporter.cli import build_exporter, web_options
 from exporter.config import parse_config
-exporter = build_exporter(parse_config(sys.argv[1:]), {"MYSQL_IDLE_EXPORTER_PASSWORD": "pw"})
+from exporter.web.app import build_app
+config = parse_config(sys.argv[1:])
+exporter = build_exporter(config, {"MYSQL_IDLE_EXPORTER_PASSWORD": "pw"})
+build_app(exporter.engine, web_options(config), exporter.fleet, exporter.drops)
 exporter.close()
 print(json.dumps(sorted(sys.modules)))
 """
@@ -74,7 +81,11 @@ def loaded_modules(*flags: str) -> set[str]:
     return set(json.loads(done.stdout))
 
 
-def test_a_sidecar_loads_no_mode_it_does_not_use() -> None:
+def test_a_sidecar_loads_no_mode_it_does_not_use(tmp_path: Path) -> None:
     assert not loaded_modules() & set(NOT_FOR_A_SIDECAR)
-    # The probe can see them: node mode loads its own.
+    # The probe can see them: the flags that need them load them.
     assert {"exporter.node.namespaces", "ctypes"} <= loaded_modules("--mode=node")
+    assert "exporter.persistence" in loaded_modules(f"--state.dir={tmp_path}")
+    web_config = tmp_path / "web.yml"
+    web_config.write_text("http_server_config:\n  headers:\n    X-Frame-Options: deny\n")
+    assert "exporter.web.auth" in loaded_modules(f"--web.config.file={web_config}")
