@@ -9,6 +9,7 @@ the unix socket), and the counts that do not depend on speed hold.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.scale import MYSQLD_EXPORTER
+from benchmarks.sidecar import rss_breakdown
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -55,4 +57,16 @@ def test_sidecar_benchmark_short_run(tmp_path: Path) -> None:
     assert all(cadence[name]["idle_cpu_ms_per_second"] >= 0 for name in contenders)
     steps = [step["step"] for step in result["rss_breakdown"]["steps"]]
     assert steps[0] == "interpreter" and steps[-1].startswith("the exporter's modules")
+    assert result["rss_breakdown"]["optimize"] == 2  # as the image runs it
     assert f"results in {out}" in run.stderr
+
+
+def test_memory_figures_are_refused_when_modules_compile_from_source(tmp_path: Path) -> None:
+    """Compiling a module at import leaves memory a deployed exporter does not hold: with an
+    empty bytecode cache every module would be compiled, and the breakdown says so."""
+    with pytest.raises(SystemExit) as refused:
+        rss_breakdown(sys.executable, 2, pycache=tmp_path)
+    message = str(refused.value)
+    count = re.match(r"(\d+) modules have no bytecode at optimization level 2 in (\S+) ", message)
+    assert count is not None, message
+    assert int(count[1]) > 100 and count[2] == str(tmp_path)
