@@ -552,6 +552,9 @@ class Level:
     phases: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PHASES})
     floor_ss: list[float] = field(default_factory=list)
     floor_ss_info: list[float] = field(default_factory=list)
+    # `ss -p`: the sockets with the processes that hold them, which the exporter's owners
+    # phase finds too (a socket's owner is what the status page names); plain `ss` does not.
+    floor_ss_processes: list[float] = field(default_factory=list)
     floor_cli: list[float] = field(default_factory=list)
     mysqld_exporter: list[float] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -559,6 +562,9 @@ class Level:
     def summary(self) -> dict[str, Any]:
         floor = [a + b for a, b in zip(self.floor_ss, self.floor_cli, strict=True)]
         ratios = [a / b for a, b in zip(self.scrape, floor, strict=True)]
+        floor_processes = [a + b for a, b in zip(self.floor_ss_processes, self.floor_cli,
+                                                 strict=True)]
+        cached_ratios = [a / b for a, b in zip(self.cached, self.floor_ss, strict=True)]
         vs_mysqld = [a / b for a, b in zip(self.scrape, self.mysqld_exporter, strict=True)]
         return {
             "sessions": self.sessions,
@@ -571,12 +577,20 @@ class Level:
                 **{f"phase_{p}": ms(median(v)) for p, v in self.phases.items()},
                 "floor_ss": ms(median(self.floor_ss)),
                 "floor_ss_with_tcp_info": ms(median(self.floor_ss_info)),
+                "floor_ss_with_processes": ms(median(self.floor_ss_processes)),
                 "floor_mariadb_cli": ms(median(self.floor_cli)),
                 "floor": ms(median(floor)),
+                "floor_with_processes": ms(median(floor_processes)),
                 "mysqld_exporter": ms(median(self.mysqld_exporter)),
             },
             "median_ratio": {
                 "scrape_over_floor": rounded(median(ratios)),
+                "scrape_over_floor_with_processes": rounded(median(
+                    [a / b for a, b in zip(self.scrape, floor_processes, strict=True)])),
+                "cached_over_ss": rounded(median(cached_ratios)),
+                "cached_over_ss_with_processes": rounded(median(
+                    [a / b for a, b in zip(self.cached, self.floor_ss_processes,
+                                           strict=True)])),
                 "scrape_over_mysqld_exporter": rounded(median(vs_mysqld)),
             },
             "raw_seconds": {
@@ -585,6 +599,7 @@ class Level:
                 "phases": self.phases,
                 "floor_ss": self.floor_ss,
                 "floor_ss_with_tcp_info": self.floor_ss_info,
+                "floor_ss_with_processes": self.floor_ss_processes,
                 "floor_mariadb_cli": self.floor_cli,
                 "mysqld_exporter": self.mysqld_exporter,
             },
@@ -690,10 +705,10 @@ class Bench:
 
     # measuring
 
-    def floor_ss(self, with_info: bool = False) -> float:
+    def floor_ss(self, with_info: bool = False, with_processes: bool = False) -> float:
         assert self.db is not None
-        return time_command(["ss", "-tin" if with_info else "-tn", "state", "all",
-                             f"( dport = :{self.db.port} )"])
+        flags = "-tn" + ("i" if with_info else "") + ("p" if with_processes else "")
+        return time_command(["ss", flags, "state", "all", f"( dport = :{self.db.port} )"])
 
     def floor_cli(self) -> float:
         assert self.db is not None
@@ -718,7 +733,8 @@ class Bench:
             k: ms(v) for k, v in phases(first_scrape.body).items()}
         for _ in range(2):  # warm up every path
             fresh.scrape(), cached.scrape(), mysqld.scrape()
-            self.floor_ss(), self.floor_ss(True), self.floor_cli()
+            self.floor_ss(), self.floor_ss(True), self.floor_ss(with_processes=True)
+            self.floor_cli()
 
         if first and self.args.unrelated:
             # The same scrape before the unrelated sockets exist: cost must not follow them.
@@ -758,6 +774,7 @@ class Bench:
             level.floor_ss.append(self.floor_ss())
             level.floor_cli.append(self.floor_cli())
             level.floor_ss_info.append(self.floor_ss(True))
+            level.floor_ss_processes.append(self.floor_ss(with_processes=True))
 
         def run_mysqld() -> None:
             level.mysqld_exporter.append(mysqld.scrape().seconds)
@@ -959,6 +976,14 @@ def table(result: dict[str, Any]) -> str:
                 rss_mib["mysqld_exporter_steady"],
             )) + " |")
         for level in run["levels"]:
+            m, r = level["median_ms"], level["median_ratio"]
+            if "floor_ss_with_processes" in m:
+                lines.append(
+                    f"\nAt {level['sessions']} sessions: cached scrape / `ss` "
+                    f"{fmt(r['cached_over_ss'])}; `ss -p` (which names each socket's process, "
+                    f"as the owners phase does) {fmt(m['floor_ss_with_processes'])} ms; scrape "
+                    f"/ (`ss -p` + CLI) {fmt(r['scrape_over_floor_with_processes'])}; cached "
+                    f"scrape / `ss -p` {fmt(r['cached_over_ss_with_processes'])}.")
             if "without_unrelated_median_ms" in level:
                 w, m = level["without_unrelated_median_ms"], level["median_ms"]
                 lines.append(
