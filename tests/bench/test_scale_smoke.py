@@ -48,10 +48,12 @@ def test_scale_benchmark_at_200_sessions(tmp_path: Path, db_flavor: str) -> None
                                         else "information_schema")
     # Every contender was timed in every round, the floor's two commands included.
     for name in ("scrape_interval_0", "scrape_cached_default_interval", "floor_ss",
-                 "floor_mariadb_cli", "floor", "mysqld_exporter", "phase_total",
-                 "phase_render"):
+                 "floor_ss_with_processes", "floor_mariadb_cli", "floor",
+                 "floor_with_processes", "mysqld_exporter", "phase_total", "phase_render"):
         assert level["median_ms"][name] > 0, name
-    assert level["median_ratio"]["scrape_over_floor"] > 0
+    for ratio in ("scrape_over_floor", "scrape_over_floor_with_processes", "cached_over_ss",
+                  "cached_over_ss_with_processes"):
+        assert level["median_ratio"][ratio] > 0, ratio
     # The exporter saw the holders' sessions idle and the busy ones active.
     states = level["sessions_by_state"]
     assert states["idle"] >= SESSIONS and states["active"] >= 1, states
