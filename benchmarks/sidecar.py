@@ -554,7 +554,7 @@ def rss_breakdown(python: str, optimize: int, pycache: Path = PYCACHE) -> dict[s
     steps: list[dict[str, Any]] = []
     previous = 0.0
     crypto = False
-    from_source = []
+    from_source: list[str] = []
     for line in done.stdout.splitlines():
         name, _, value = line.replace("interpreter ", "interpreter\t").partition("\t")
         if name == "cryptography imported":

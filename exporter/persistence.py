@@ -46,7 +46,6 @@ SAVE_EVERY_SECONDS = 10.0
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
 
-
 @dataclass(frozen=True, slots=True)
 class SavedState:
     boot_id: str

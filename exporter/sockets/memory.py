@@ -1,6 +1,6 @@
 """What a socket reader remembers between reads, which --state.dir keeps across restarts
-(exporter.persistence). Apart from persistence, which a sidecar with default flags never
-loads."""
+(exporter.persistence). A module of its own so that the socket readers need not import
+persistence, which a sidecar with default flags never loads."""
 
 from __future__ import annotations
 
