@@ -253,19 +253,25 @@ class OwnerMap:
         except OSError:  # gone, or not a process directory
             return
         try:
-            for fd in os.listdir(directory):
-                try:
-                    target = os.readlink(fd, dir_fd=directory)
-                except PermissionError:  # same uid, another gid: the links stay shut
-                    self._denied(pid, denied)
-                    break
-                except OSError:  # closed meanwhile, or not a link
-                    continue
-                if not target.startswith(_SOCKET_LINK_PREFIX) or not fd.isdecimal():
-                    continue
-                inode_text = target[len(_SOCKET_LINK_PREFIX) : -1]
-                if inode_text.isdecimal() and int(inode_text) in wanted:
-                    found.setdefault(int(inode_text), (int(pid), int(fd)))
+            # Streamed, not listed: a process holding thousands of descriptors (a connection
+            # pool, a proxy) would otherwise leave a list of all their names behind, whose
+            # memory the allocator keeps (0.2-0.3 MiB of a sidecar's steady RSS beside a
+            # process of 5,000, benchmarks/README.md).
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    fd = entry.name
+                    try:
+                        target = os.readlink(fd, dir_fd=directory)
+                    except PermissionError:  # same uid, another gid: the links stay shut
+                        self._denied(pid, denied)
+                        break
+                    except OSError:  # closed meanwhile, or not a link
+                        continue
+                    if not target.startswith(_SOCKET_LINK_PREFIX) or not fd.isdecimal():
+                        continue
+                    inode_text = target[len(_SOCKET_LINK_PREFIX) : -1]
+                    if inode_text.isdecimal() and int(inode_text) in wanted:
+                        found.setdefault(int(inode_text), (int(pid), int(fd)))
         except OSError:  # the process went away while we listed it
             pass
         finally:

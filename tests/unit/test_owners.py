@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,25 @@ def fake_process(
     (directory / "cmdline").write_bytes(cmdline)
     for fd, target in fds.items():
         (directory / "fd" / fd).symlink_to(target)
+
+
+def test_a_scan_streams_a_process_descriptors_instead_of_listing_them(tmp_path: Path) -> None:
+    """Beside a process holding 5,000 descriptors, a scan holds one name at a time, not a
+    list of all 5,000 (about 0.3 MiB, which the allocator then keeps: benchmarks/README.md,
+    change 16). tracemalloc's peak is a count of bytes, not a timing."""
+    fake_process(tmp_path, 100, "pool", 1, {str(fd): f"socket:[{10_000 + fd}]"
+                                             for fd in range(5000)})
+    fake_process(tmp_path, 200, "app", 1, {"3": "socket:[555]"})
+    owners = OwnerMap(str(tmp_path))
+    tracemalloc.start()
+    try:
+        found = owners.resolve({555}, soon())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert found == {555: Owner(200, 3, "app", "app")}
+    # A list of the 5,000 names alone would be about 300,000 bytes.
+    assert peak < 100_000, peak
 
 
 def test_stat_parsing_matches_psutil_and_the_fake_tree(tmp_path: Path) -> None:
