@@ -156,12 +156,15 @@ def compile_bytecode(python: str, optimize: int) -> None:
     the exporter's package, into PYCACHE (up-to-date files are skipped: about 1 s after the
     first run)."""
     started = time.monotonic()
-    # The exporter's package too: an editable install (--exporter-python=current) imports
-    # it from the working tree, not from site-packages.
-    paths = subprocess.run(
+    # The exporter's package too where it is not in site-packages: an editable install
+    # (--exporter-python=current) imports it from the working tree.
+    stdlib, purelib, package = subprocess.run(
         [python, "-c", "import os, sysconfig, exporter; print(sysconfig.get_path('stdlib')); "
          "print(sysconfig.get_path('purelib')); print(os.path.dirname(exporter.__file__))"],
         check=True, capture_output=True, text=True, cwd="/").stdout.split()
+    paths = [stdlib, purelib]
+    if not Path(package).is_relative_to(purelib):
+        paths.append(package)
     subprocess.run([python, "-m", "compileall", "-q", "-j", "0", "-o", str(optimize),
                     "-x", COMPILE_EXCLUDE, *paths],
                    check=True, cwd="/", stdout=subprocess.DEVNULL,
